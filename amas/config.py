@@ -1,0 +1,308 @@
+"""Settings: one pydantic-settings class per concern, one composite, one cached getter.
+
+Precedence, highest first: values passed to the class, ``AMAS_*`` environment variables,
+the ``.env`` file in the working directory, the defaults below. Defaults are the ``local``
+profile: everything embedded under ``AMAS_HOME`` (``./.amas``). The ``production`` profile
+refuses embedded parts, placeholder secrets and missing keys, naming each variable.
+
+Secrets are ``SecretStr`` and never printed: ``redacted()`` shows a field only when it is on
+the public allowlist, and strips passwords from URLs it shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from amas.errors import ConfigError
+
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "change_me", "secret", "password", "placeholder",
+     "example", "test", "xxx", "todo", "replace-me", "default"}
+)
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+
+class Profile(StrEnum):
+    local = "local"
+    production = "production"
+
+
+class CoreSettings(BaseSettings):
+    model_config = _config("AMAS_")
+    public: ClassVar[frozenset[str]] = frozenset({"profile", "home", "log_level"})
+
+    profile: Profile = Field(Profile.local, description="Which set of defaults and checks apply: local or production.")
+    home: Path = Field(Path(".amas"), description="Directory for embedded state: SQLite store, local storage, lineage file, Prefect home.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of AMAS's own loggers.")
+    encryption_key: SecretStr | None = Field(None, description="Base64 of 32 random bytes: the AES-256-GCM key for backups (required in production).")
+    erasure_key: SecretStr | None = Field(None, description="Key of the keyed hash that the erasure ledger stores instead of identifiers (required in production).")
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = _config("AMAS_DATABASE_")
+    public: ClassVar[frozenset[str]] = frozenset({"url", "pool_size", "echo"})
+
+    url: str | None = Field(None, description="SQLAlchemy URL of the AMAS store; empty means SQLite under AMAS_HOME.")
+    pool_size: int = Field(5, ge=1, le=100, description="Connection pool size for PostgreSQL.")
+    echo: bool = Field(False, description="Log every SQL statement (development only).")
+
+    @field_validator("url")
+    @classmethod
+    def _normalise_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return normalise_database_url(value.strip())
+
+
+class StorageSettings(BaseSettings):
+    model_config = _config("AMAS_STORAGE_")
+    public: ClassVar[frozenset[str]] = frozenset(
+        {"url", "s3_endpoint_url", "s3_region", "s3_access_key_id", "multipart_threshold_mb", "multipart_chunk_mb"}
+    )
+
+    url: str | None = Field(None, description="Where objects go: a directory path (or file://...) or s3://bucket/prefix; empty means AMAS_HOME/storage.")
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint for non-AWS stores (MinIO, moto); empty means AWS.")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_access_key_id: str | None = Field(None, description="S3 access key id; empty means the default AWS credential chain.")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
+    multipart_threshold_mb: int = Field(64, ge=5, le=5120, description="Objects at least this large are uploaded in parts.")
+    multipart_chunk_mb: int = Field(16, ge=5, le=5120, description="Part size for multipart uploads.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_scheme(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in ("", "file", "s3"):
+            raise ValueError(f"scheme {scheme!r} is not supported; use a path, file://... or s3://bucket/prefix")
+        return value.strip()
+
+
+class LineageSettings(BaseSettings):
+    model_config = _config("AMAS_LINEAGE_")
+    public: ClassVar[frozenset[str]] = frozenset({"transport", "file", "url", "namespace", "timeout_seconds"})
+
+    transport: Literal["file", "http", "console", "disabled"] = Field("file", description="Where OpenLineage events go.")
+    file: Path | None = Field(None, description="JSONL file for the file transport; empty means AMAS_HOME/lineage/events.jsonl.")
+    url: str | None = Field(None, description="Base URL of the OpenLineage HTTP receiver (Marquez) for the http transport.")
+    api_key: SecretStr | None = Field(None, description="Bearer token for the OpenLineage HTTP receiver.")
+    namespace: str = Field("amas", min_length=1, description="OpenLineage namespace of AMAS jobs.")
+    timeout_seconds: float = Field(5.0, gt=0, le=120, description="HTTP transport timeout.")
+
+
+class PrefectSettings(BaseSettings):
+    model_config = _config("AMAS_PREFECT_")
+    public: ClassVar[frozenset[str]] = frozenset(
+        {"host", "port", "api_url", "work_pool", "worker_poll_seconds"}
+    )
+
+    host: str = Field("127.0.0.1", description="Address `amas up` binds the Prefect server to; loopback unless you put a proxy in front.")
+    port: int = Field(4200, ge=1, le=65535, description="Port of the Prefect server started by `amas up`.")
+    api_url: str | None = Field(None, description="Prefect API URL the CLI and flows use; empty means http://HOST:PORT/api.")
+    work_pool: str = Field("amas-local", min_length=1, description="Work pool that `amas up` creates and its worker polls.")
+    worker_poll_seconds: float = Field(1.0, gt=0, le=60, description="How often the worker asks for scheduled runs.")
+
+
+class Settings(BaseModel):
+    """Every concern's settings, with the profile's derived defaults filled in."""
+
+    core: CoreSettings
+    database: DatabaseSettings
+    storage: StorageSettings
+    lineage: LineageSettings
+    prefect: PrefectSettings
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.core.home / 'amas.db'}"
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage.url or str(self.core.home / "storage")
+
+    @property
+    def lineage_file(self) -> Path:
+        return self.lineage.file or self.core.home / "lineage" / "events.jsonl"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return self.prefect.api_url or f"http://{self.prefect.host}:{self.prefect.port}/api"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.core.home / "prefect"
+
+    def redacted(self) -> dict[str, dict[str, Any]]:
+        """Effective settings for display: allowlisted fields shown, all else redacted."""
+        derived = {
+            "database": {"url": self.database_url},
+            "storage": {"url": self.storage_url},
+            "lineage": {"file": str(self.lineage_file)},
+            "prefect": {"api_url": self.prefect_api_url},
+        }
+        shown: dict[str, dict[str, Any]] = {}
+        for concern in ("core", "database", "storage", "lineage", "prefect"):
+            section: BaseSettings = getattr(self, concern)
+            values: dict[str, Any] = {}
+            for name in type(section).model_fields:
+                value = derived.get(concern, {}).get(name, getattr(section, name))
+                if name not in type(section).public:
+                    values[name] = "(not set)" if value is None else "**********"
+                elif isinstance(value, str) and "://" in value:
+                    values[name] = hide_url_password(value)
+                else:
+                    values[name] = value.value if isinstance(value, StrEnum) else (
+                        str(value) if isinstance(value, Path) else value
+                    )
+            shown[concern] = values
+        return shown
+
+
+ENV_PREFIXES = {
+    "core": "AMAS_",
+    "database": "AMAS_DATABASE_",
+    "storage": "AMAS_STORAGE_",
+    "lineage": "AMAS_LINEAGE_",
+    "prefect": "AMAS_PREFECT_",
+}
+_CLASSES: dict[str, type[BaseSettings]] = {
+    "core": CoreSettings,
+    "database": DatabaseSettings,
+    "storage": StorageSettings,
+    "lineage": LineageSettings,
+    "prefect": PrefectSettings,
+}
+
+
+def env_name(concern: str, field: str) -> str:
+    return f"{ENV_PREFIXES[concern]}{field.upper()}"
+
+
+def all_env_names() -> list[str]:
+    """Every environment variable AMAS reads, in a stable order (used for .env.example)."""
+    return [env_name(c, f) for c, cls in _CLASSES.items() for f in cls.model_fields]
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the spellings people paste and pin PostgreSQL to the psycopg 3 driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL ({exc}); expected postgresql://user@host/db or sqlite:///path") from None
+    if parsed.drivername in ("postgresql", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+        raise ValueError(f"backend {parsed.get_backend_name()!r} is not supported; use postgresql:// or sqlite://")
+    return parsed.render_as_string(hide_password=False)
+
+
+def hide_url_password(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        parts = urlsplit(url)
+        if parts.password:
+            return url.replace(f":{parts.password}@", ":***@")
+        return url
+
+
+def _is_placeholder(secret: SecretStr | None) -> bool:
+    return secret is None or secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
+
+
+def decode_key(secret: SecretStr, variable: str) -> bytes:
+    """Decode a base64 32-byte key, or explain which variable is wrong and how to make one."""
+    try:
+        key = base64.b64decode(secret.get_secret_value(), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(
+            f"{variable} must be base64 of 32 random bytes; make one with: "
+            "python -c \"import base64,os;print(base64.b64encode(os.urandom(32)).decode())\""
+        )
+    return key
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """What the production profile refuses, one line per variable."""
+    problems: list[str] = []
+    url = settings.database.url
+    if url is None or make_url(url).get_backend_name() != "postgresql":
+        problems.append("AMAS_DATABASE_URL must be a postgresql:// URL in production (SQLite is for the local profile)")
+    if not (settings.storage.url or "").startswith("s3://"):
+        problems.append("AMAS_STORAGE_URL must be s3://bucket/prefix in production (a local directory is for the local profile)")
+    if settings.lineage.transport != "http" or not settings.lineage.url:
+        problems.append("AMAS_LINEAGE_TRANSPORT=http and AMAS_LINEAGE_URL are required in production")
+    if _is_placeholder(settings.core.encryption_key):
+        problems.append("AMAS_ENCRYPTION_KEY is missing or a placeholder; set base64 of 32 random bytes")
+    else:
+        try:
+            decode_key(settings.core.encryption_key, "AMAS_ENCRYPTION_KEY")
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if _is_placeholder(settings.core.erasure_key):
+        problems.append("AMAS_ERASURE_KEY is missing or a placeholder; set a long random value")
+    if settings.storage.s3_access_key_id and _is_placeholder(settings.storage.s3_secret_access_key):
+        problems.append("AMAS_STORAGE_S3_SECRET_ACCESS_KEY is missing or a placeholder while AMAS_STORAGE_S3_ACCESS_KEY_ID is set")
+    if settings.lineage.api_key is not None and _is_placeholder(settings.lineage.api_key):
+        problems.append("AMAS_LINEAGE_API_KEY is a placeholder")
+    return problems
+
+
+def _first_error(concern: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    field = str(err["loc"][0]) if err["loc"] else "?"
+    message = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if field not in _CLASSES[concern].public or isinstance(got, dict) else f" (got {got!r})"
+    return f"{env_name(concern, field)}: {message}{shown}"
+
+
+def load_settings(**overrides: dict[str, Any]) -> Settings:
+    """Build and check settings; raise ``ConfigError`` naming the first bad variable.
+
+    ``overrides`` maps a concern name to keyword arguments for its class (tests use it).
+    """
+    sections: dict[str, BaseSettings] = {}
+    for concern, cls in _CLASSES.items():
+        try:
+            sections[concern] = cls(**overrides.get(concern, {}))
+        except ValidationError as exc:
+            raise ConfigError(_first_error(concern, exc)) from None
+    settings = Settings(**sections)
+    if settings.core.profile is Profile.production:
+        problems = production_problems(settings)
+        if problems:
+            raise ConfigError("production profile refused: " + "; ".join(problems))
+    return settings
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read once. Tests call ``get_settings.cache_clear()``."""
+    return load_settings()
