@@ -1,7 +1,8 @@
 """Settings: one pydantic-settings class per concern, one composite, one cached getter.
 
 Precedence, highest first: values passed to the class, ``AMAS_*`` environment variables,
-the ``.env`` file in the working directory, the defaults below. Defaults are the ``local``
+the ``.env`` file in the working directory (or the file named by ``AMAS_ENV_FILE``; empty
+reads none), the defaults below. Defaults are the ``local``
 profile: everything embedded under ``AMAS_HOME`` (``./.amas``). The ``production`` profile
 refuses embedded parts, placeholder secrets and missing keys, naming each variable.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -288,10 +290,12 @@ def load_settings(**overrides: dict[str, Any]) -> Settings:
 
     ``overrides`` maps a concern name to keyword arguments for its class (tests use it).
     """
+    # AMAS_ENV_FILE picks another dotenv file; an empty value reads none (tests use that).
+    env_file = os.environ.get("AMAS_ENV_FILE", ".env") or None
     sections: dict[str, BaseSettings] = {}
     for concern, cls in _CLASSES.items():
         try:
-            sections[concern] = cls(**overrides.get(concern, {}))
+            sections[concern] = cls(_env_file=env_file, **overrides.get(concern, {}))
         except ValidationError as exc:
             raise ConfigError(_first_error(concern, exc)) from None
     settings = Settings(**sections)
