@@ -71,3 +71,18 @@ def check_connection(engine: Engine) -> None:
             f"store unreachable at {hide_url_password(engine.url.render_as_string(hide_password=False))}: "
             f"{reason} (check AMAS_DATABASE_URL and that the database server is running)"
         ) from None
+
+
+def lineage_namespace(engine: Engine) -> str:
+    """The OpenLineage namespace of the store (``postgres://host:port`` or ``sqlite://path``)."""
+    url = engine.url
+    if url.get_backend_name() == "postgresql":
+        return f"postgres://{url.host or 'localhost'}:{url.port or 5432}"
+    return f"sqlite://{Path(url.database or ':memory:').resolve()}"
+
+
+def lineage_table_name(engine: Engine, table: str) -> str:
+    """A table's OpenLineage dataset name: ``database.schema.table`` on PostgreSQL."""
+    if engine.url.get_backend_name() == "postgresql":
+        return f"{engine.url.database}.public.{table}"
+    return table

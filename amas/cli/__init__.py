@@ -1,0 +1,1 @@
+"""The ``amas`` command line (typer); each command is thin over ``amas`` engine modules."""

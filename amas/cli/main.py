@@ -1,0 +1,219 @@
+"""The ``amas`` command: thin commands over the engine and the same flows the Prefect UI runs.
+
+A user's mistake (``AmasError``) is printed as one line on stderr with a non-zero exit code and
+no traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from enum import StrEnum
+from types import FrameType
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from amas.config import Settings, get_settings
+from amas.errors import AmasError
+
+app = typer.Typer(
+    name="amas",
+    help="AMAS Ops: agent flows, restore-verified backups, retention and GDPR, lineage and data checks on Prefect 3.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the AMAS store's schema.", no_args_is_help=True)
+agents_app = typer.Typer(help="The registered agents.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+app.add_typer(agents_app, name="agents")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def use_stack_api(settings: Settings) -> None:
+    """Point Prefect (imported later) at the stack's API and home, unless the caller chose one."""
+    os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
+    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+
+
+@config_app.command("show")
+def config_show(fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json")) -> None:
+    """Print the effective settings; secrets are shown as ********** or (not set)."""
+    shown = get_settings().redacted()
+    if fmt is OutputFormat.json:
+        print(json.dumps(shown, indent=2, default=str))
+        return
+    table = Table("setting", "value", title="AMAS settings (secrets redacted)")
+    from amas.config import env_name
+
+    for concern, values in shown.items():
+        for field, value in values.items():
+            table.add_row(env_name(concern, field), "" if value is None else str(value))
+    console.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Target revision (default: the newest).")) -> None:
+    """Migrate the store to the newest schema (safe to run again)."""
+    from amas.db.audit import append_event
+    from amas.db.migrate import upgrade
+    from amas.db.session import check_connection, get_engine, session_scope
+
+    engine = get_engine()
+    check_connection(engine)
+    before, after = upgrade(engine, revision)
+    if before == after:
+        console.print(f"store already at revision {after} ({engine.dialect.name})")
+        return
+    with session_scope(engine) as session:
+        append_event(session, actor="cli", action="db.upgrade", entity_type="store",
+                     details={"from": before, "to": after})
+    console.print(f"store migrated {before or '(empty)'} -> {after} ({engine.dialect.name})")
+
+
+@agents_app.command("list")
+def agents_list() -> None:
+    """List the agents the registry finds."""
+    from amas.registry import load_agents
+
+    table = Table("agent", "description")
+    for name, agent in load_agents().items():
+        table.add_row(name, agent.description)
+    console.print(table)
+
+
+@app.command()
+def doctor() -> None:
+    """Pre-flight checks of everything AMAS needs; each failure names its fix."""
+    from amas.doctor import run_checks
+
+    findings = run_checks(get_settings())
+    table = Table("check", "", "detail", "fix")
+    for f in findings:
+        table.add_row(f.name, "[green]ok[/]" if f.ok else "[red]FAIL[/]", f.detail, f.fix)
+    console.print(table)
+    failed = [f.name for f in findings if not f.ok]
+    if failed:
+        err_console.print(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}")
+        raise typer.Exit(1)
+    console.print("[green]all checks passed[/]")
+
+
+@app.command()
+def health() -> None:
+    """Run the amas-health flow now, against the stack's Prefect API; exit 1 if unhealthy."""
+    settings = get_settings()
+    use_stack_api(settings)
+    from amas.stack import api_healthy
+
+    if not api_healthy(os.environ["PREFECT_API_URL"]):
+        raise AmasError(f"no Prefect API at {os.environ['PREFECT_API_URL']}: start the stack with `amas up`")
+    from flows.health_flow import health as health_flow
+
+    state = health_flow(return_state=True)
+    if state.is_completed():
+        report = state.result()
+        console.print(report.to_markdown())
+        return
+    raise AmasError(f"amas-health ended {state.name}: {state.message}")
+
+
+class _Stop(Exception):
+    pass
+
+
+@app.command()
+def up(
+    timeout: float = typer.Option(0, help="Stop by itself after this many seconds (0 = run until Ctrl-C)."),
+) -> None:
+    """Start the local stack in the foreground: store, Prefect server, work pool, deployments, worker.
+
+    Ctrl-C stops everything. Running it again later is safe.
+    """
+    settings = get_settings()
+    from amas.db.audit import append_event
+    from amas.db.migrate import upgrade
+    from amas.db.session import check_connection, get_engine, session_scope
+    from amas.stack import bring_up
+
+    def stop_signal(signum: int, _frame: FrameType | None) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, stop_signal)
+    signal.signal(signal.SIGTERM, stop_signal)
+
+    engine = get_engine()
+    check_connection(engine)
+    before, after = upgrade(engine)
+    with session_scope(engine) as session:
+        append_event(session, actor="cli", action="stack.up", entity_type="stack",
+                     details={"profile": settings.core.profile.value, "store_revision": after})
+    console.print(f"[bold]amas up[/] profile={settings.core.profile.value} home={settings.core.home}")
+    console.print(f"  store at revision {after} ({engine.dialect.name}){'' if before == after else ' (migrated)'}")
+    stack = None
+    try:
+        with console.status("starting…") as status:
+            def step(message: str) -> None:
+                status.update(message)
+                console.print(f"  {message}")
+
+            stack = bring_up(settings, step=step)
+        ui = settings.prefect_api_url.removesuffix("/api")
+        console.print(f"\n[bold green]AMAS is up.[/] Prefect UI: [link={ui}]{ui}[/link]")
+        console.print(f"  logs: {settings.core.home / 'logs'}   stop: Ctrl-C\n")
+        started = time.monotonic()
+        while True:
+            exited = stack.first_exited()
+            if exited is not None:
+                raise AmasError(f"{exited.name} exited unexpectedly (log {exited.log_path}):\n{exited.log_tail()}")
+            if timeout and time.monotonic() - started >= timeout:
+                console.print(f"stopping after --timeout {timeout:g} s")
+                break
+            time.sleep(0.5)
+    except _Stop as stop:
+        console.print(f"\n{stop} received: stopping the stack…")
+    finally:
+        # A second Ctrl-C while stopping must not leave children behind half-stopped.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if stack is not None:
+            stack.stop()
+            console.print("stack stopped")
+
+
+def run() -> None:
+    """Console-script entry point: one line and an exit code for a user's mistake."""
+    try:
+        app(standalone_mode=False)
+    except AmasError as exc:
+        err_console.print(f"amas: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("amas: aborted")
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    run()
