@@ -36,7 +36,9 @@ PLACEHOLDER_SECRETS = frozenset(
 
 def _config(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(
-        env_prefix=prefix, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix=prefix, env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        # `.env.example` lists every variable with an empty value meaning "the default".
+        env_ignore_empty=True,
     )
 
 
@@ -310,3 +312,22 @@ def load_settings(**overrides: dict[str, Any]) -> Settings:
 def get_settings() -> Settings:
     """The process's settings, read once. Tests call ``get_settings.cache_clear()``."""
     return load_settings()
+
+
+def env_example() -> str:
+    """The text of ``.env.example``: every variable, its one-line description, its default."""
+    lines = [
+        "# AMAS settings. Copy to .env (or export) and change what you need; empty means the default.",
+        "# The local profile needs none of them. `amas config show` prints the effective values.",
+        "# Also read: AMAS_ENV_FILE (another dotenv file instead of .env; empty reads none).",
+    ]
+    for concern, cls in _CLASSES.items():
+        lines.append("")
+        lines.append(f"# --- {concern} ---")
+        for name, field in cls.model_fields.items():
+            default = field.default
+            shown = "" if default is None or isinstance(default, SecretStr) else (
+                default.value if isinstance(default, StrEnum) else str(default))
+            lines.append(f"# {field.description}")
+            lines.append(f"{env_name(concern, name)}={shown}")
+    return "\n".join(lines) + "\n"

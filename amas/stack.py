@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from amas.config import Settings
 from amas.errors import AmasError, ServiceUnavailable
 
@@ -161,8 +163,9 @@ def run_prefect(settings: Settings, args: list[str], *, timeout: float = 300) ->
 
 def ensure_work_pool(settings: Settings) -> bool:
     """Create the process work pool unless it exists; return True when it was created."""
-    existing = run_prefect(settings, ["work-pool", "ls"])
-    if settings.prefect.work_pool in existing:
+    # Ask the API, not `work-pool ls`: its table truncates names to the terminal width.
+    response = httpx.get(f"{settings.prefect_api_url.rstrip('/')}/work_pools/{settings.prefect.work_pool}", timeout=10)
+    if response.status_code == 200:
         return False
     run_prefect(settings, ["work-pool", "create", settings.prefect.work_pool, "--type", "process"])
     return True
