@@ -136,8 +136,19 @@ def check_disk(settings: Settings) -> Finding:
                    "" if ok else "free at least 1 GiB, or point AMAS_HOME elsewhere")
 
 
+def check_retention(_: Settings) -> Finding:
+    from amas.errors import ConfigError
+    from amas.retention import DEFAULT_DIRECTORY, load_policies
+
+    try:
+        policies = load_policies(DEFAULT_DIRECTORY)
+    except ConfigError as exc:
+        return Finding("retention", False, str(exc), "correct the policy file named above")
+    return Finding("retention", True, f"{len(policies)} policies in {DEFAULT_DIRECTORY.name}/ valid against the store schema")
+
+
 CHECKS: list[Check] = [check_python, check_store, check_storage, check_prefect, check_deployments,
-                       check_dvc, check_git, check_disk]
+                       check_dvc, check_git, check_disk, check_retention]
 
 
 def run_checks(settings: Settings, checks: list[Check] = CHECKS) -> list[Finding]:
