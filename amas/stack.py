@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -182,8 +181,21 @@ def start_worker(settings: Settings, log_dir: Path) -> ManagedProcess:
     return ManagedProcess("prefect-worker", argv, prefect_env(settings), log_dir / "prefect-worker.log").start()
 
 
-def dvc_available() -> bool:
-    return shutil.which("dvc", path=str(Path(sys.executable).parent)) is not None or shutil.which("dvc") is not None
+def wait_for_worker(settings: Settings, *, timeout: float, process: ManagedProcess) -> float:
+    """Block until a worker in the pool reports ONLINE, so a UI click right away gets picked up."""
+    start = time.monotonic()
+    url = f"{settings.prefect_api_url.rstrip('/')}/work_pools/{settings.prefect.work_pool}/workers/filter"
+    while time.monotonic() - start < timeout:
+        if not process.running:
+            raise ServiceUnavailable(f"Prefect worker exited during start-up (log {process.log_path}):\n{process.log_tail()}")
+        try:
+            workers = httpx.post(url, json={}, timeout=5).json()
+        except (httpx.HTTPError, ValueError):
+            workers = []
+        if any(w.get("status") == "ONLINE" for w in workers):
+            return time.monotonic() - start
+        time.sleep(0.5)
+    raise ServiceUnavailable(f"no worker came online in pool {settings.prefect.work_pool} within {timeout:.0f} s (log {process.log_path})")
 
 
 @dataclass
@@ -216,8 +228,10 @@ def bring_up(settings: Settings, *, step: Callable[[str], None], server_timeout:
         step(f"work pool {settings.prefect.work_pool} {'created' if created else 'already there'}")
         deploy_all(settings)
         step("deployments from prefect.yaml applied")
-        stack.processes.append(start_worker(settings, log_dir))
-        step(f"worker polling {settings.prefect.work_pool} every {settings.prefect.worker_poll_seconds:g} s")
+        worker = start_worker(settings, log_dir)
+        stack.processes.append(worker)
+        took = wait_for_worker(settings, timeout=server_timeout, process=worker)
+        step(f"worker online in {took:.1f} s, polling {settings.prefect.work_pool} every {settings.prefect.worker_poll_seconds:g} s")
     except BaseException:
         stack.stop()
         raise

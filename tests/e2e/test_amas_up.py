@@ -4,6 +4,7 @@ started through the API completes on the worker, Ctrl-C stops everything, and a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -85,8 +86,13 @@ def running_stack(stack_env: dict[str, str]) -> Iterator[tuple[Up, str]]:
         yield up, api
     finally:
         if up.process.poll() is None:
+            # Children run in their own sessions: kill them too, or a failed test leaks a server.
+            children = psutil.Process(up.process.pid).children(recursive=True)
             up.process.kill()
             up.process.wait()
+            for child in children:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
 
 
 def _wait_for_worker(client: httpx.Client, pool: str, timeout: float = 60) -> list[dict]:
@@ -108,7 +114,7 @@ def test_up_serves_deployments_runs_them_and_stops_cleanly(running_stack: tuple[
     with httpx.Client(base_url=api, timeout=10) as client:
         deployed = {d["name"] for d in client.post("/deployments/filter", json={}).json()}
         assert wanted <= deployed
-        assert _wait_for_worker(client, "amas-local")
+        assert _wait_for_worker(client, "amas-local", timeout=5)
         ui = httpx.get(f"http://127.0.0.1:{port}/", headers={"Accept": "text/html"}, timeout=10, follow_redirects=True)
         assert ui.status_code == 200 and "<html" in ui.text.lower()
 
