@@ -18,7 +18,6 @@ import pandas as pd
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, select
 
-from amas.config import Settings
 from amas.db.audit import append_event, verify_chain
 from amas.db.migrate import current_revision, head_revision
 from amas.db.models import AuditEvent, utcnow
@@ -58,6 +57,9 @@ class HealthReport(BaseModel):
         ]
         for check in self.checks:
             lines.append(f"| {check.name} | {'ok' if check.ok else '**FAILED**'} | {check.seconds:.2f} s | {check.detail} |")
+        for check in self.checks:
+            if isinstance(check.data.get("table"), str):
+                lines += ["", f"## {check.name}", "", str(check.data["table"])]
         tables = self.inventory.get("tables")
         if isinstance(tables, dict):
             lines += ["", "## What the store holds", "", "| table | rows |", "|---|---|"]
@@ -128,7 +130,3 @@ def audit_frame(engine: Engine, limit: int = 100_000) -> pd.DataFrame:
 def new_report() -> HealthReport:
     return HealthReport(started_at=utcnow(), checks=[])
 
-
-def settings_summary(settings: Settings) -> tuple[str, dict[str, object]]:
-    return (f"profile {settings.core.profile.value}, home {settings.core.home}",
-            {"profile": settings.core.profile.value})

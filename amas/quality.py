@@ -38,7 +38,7 @@ class QualityReport(BaseModel):
         return [o for o in self.outcomes if not o.success]
 
     def to_markdown(self) -> str:
-        lines = [f"| expectation | column | result | unexpected | sample |", "|---|---|---|---|---|"]
+        lines = ["| expectation | column | result | unexpected | sample |", "|---|---|---|---|---|"]
         for o in self.outcomes:
             sample = ", ".join(repr(v) for v in o.unexpected_sample[:5])
             lines.append(f"| {o.expectation} | {o.column or ''} | {'pass' if o.success else 'FAIL'} "
@@ -69,7 +69,9 @@ def validate_frame(frame: pd.DataFrame, suite: str, directory: Path = EXPECTATIO
     """Run one suite over a DataFrame and return what passed and what did not."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
 
     definition = load_suite_definition(suite, directory)
     context = gx.get_context(mode="ephemeral")

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from amas.config import Settings, get_settings
+from amas.config import Settings, env_name, get_settings
 from amas.errors import AmasError
 
 app = typer.Typer(
@@ -58,8 +58,6 @@ def config_show(fmt: OutputFormat = typer.Option(OutputFormat.table, "--format",
         print(json.dumps(shown, indent=2, default=str))
         return
     table = Table("setting", "value", title="AMAS settings (secrets redacted)")
-    from amas.config import env_name
-
     for concern, values in shown.items():
         for field, value in values.items():
             table.add_row(env_name(concern, field), "" if value is None else str(value))

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from amas.config import Profile, Settings, decode_key
-from amas.db.models import ErasureLedgerEntry, utcnow
+from amas.db.models import ErasureLedgerEntry
 from amas.errors import ConfigError
 
 
@@ -79,11 +79,6 @@ def record_erasure(session: Session, *, identifier: str, key: bytes, request_ref
         session.add(entry)
         session.flush()
     return entry
-
-
-def mark_completed(session: Session, entry: ErasureLedgerEntry) -> None:
-    if entry.completed_at is None:
-        entry.completed_at = utcnow()
 
 
 def is_erased(session: Session, *, identifier: str, key: bytes) -> bool:

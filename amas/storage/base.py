@@ -129,6 +129,15 @@ class Storage(Protocol):
         ...
 
 
+def exists_by_stat(storage: Storage, key: str) -> bool:
+    """``exists`` for backends whose ``stat`` raises ``ObjectNotFound`` for a missing key."""
+    try:
+        storage.stat(key)
+    except ObjectNotFound:
+        return False
+    return True
+
+
 def validate_key(key: str) -> str:
     """Return ``key`` if it is safe and portable, else raise ``InvalidKey`` saying why.
 

@@ -29,6 +29,7 @@ from amas.storage.base import (
     ObjectInfo,
     ObjectNotFound,
     StorageUnavailable,
+    exists_by_stat,
     validate_key,
     validate_prefix,
 )
@@ -105,11 +106,7 @@ class LocalStorage:
             return path.read_bytes()
 
     def exists(self, key: str) -> bool:
-        try:
-            self.stat(key)
-        except ObjectNotFound:
-            return False
-        return True
+        return exists_by_stat(self, key)
 
     def stat(self, key: str) -> ObjectInfo:
         path = self._path(key)

@@ -40,6 +40,7 @@ from amas.storage.base import (
     ObjectInfo,
     ObjectNotFound,
     StorageUnavailable,
+    exists_by_stat,
     validate_key,
     validate_prefix,
 )
@@ -159,11 +160,7 @@ class S3Storage:
             return stream.read()
 
     def exists(self, key: str) -> bool:
-        try:
-            self.stat(key)
-        except ObjectNotFound:
-            return False
-        return True
+        return exists_by_stat(self, key)
 
     def stat(self, key: str) -> ObjectInfo:
         name = self._name(key)

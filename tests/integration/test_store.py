@@ -181,3 +181,15 @@ def test_erasure_ledger_holds_digests_and_is_idempotent(store_engine: Engine) ->
         assert "ada" not in stored[0]
         assert ledger.is_erased(session, identifier="ADA@example.org", key=key)
         assert not ledger.is_erased(session, identifier="ada@example.org", key=b"x" * 32)
+
+
+def test_local_erasure_key_is_made_once_and_kept(tmp_path) -> None:
+    from amas.config import load_settings
+
+    settings = load_settings(core={"home": tmp_path})
+    first = ledger.erasure_key(settings)
+    assert len(first) == 32
+    assert ledger.erasure_key(settings) == first
+    assert (tmp_path / "keys" / "erasure.key").read_text().strip() == first.hex()
+    configured = load_settings(core={"home": tmp_path, "erasure_key": "a-configured-erasure-key"})
+    assert ledger.erasure_key(configured) != first

@@ -33,6 +33,11 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_for_api(settings.prefect_api_url, timeout=180, process=server)
         yield settings.prefect_api_url
     finally:
+        # Send buffered run logs while the server still listens, or Prefect reports
+        # "Error logging to API" at interpreter exit.
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all()
         server.stop()
 
 
