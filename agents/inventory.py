@@ -21,18 +21,34 @@ class InventoryInput(BaseModel):
     max_objects: int = Field(100_000, ge=1, le=10_000_000, description="Stop walking storage after this many objects.")
 
 
+class PrefixUsage(BaseModel):
+    objects: int
+    bytes: int
+
+
+class StorageUsage(BaseModel):
+    url: str
+    prefixes: dict[str, PrefixUsage]
+    truncated: bool
+
+
+class InventoryOutput(AgentResult):
+    tables: dict[str, int] = Field(description="Rows per store table.")
+    storage: StorageUsage | None = Field(None, description="Objects and bytes per top-level storage prefix.")
+
+
 class StoreInventory:
     name = "store_inventory"
     description = "Row counts per store table and object counts/bytes per storage prefix."
     Input = InventoryInput
+    Output = InventoryOutput
 
-    def run(self, params: BaseModel, context: AgentContext) -> AgentResult:
-        params = InventoryInput.model_validate(params.model_dump() if isinstance(params, BaseModel) else params)
+    def run(self, params: InventoryInput, context: AgentContext) -> InventoryOutput:
         tables: dict[str, int] = {}
         with context.engine.connect() as conn:
             for table in Base.metadata.sorted_tables:
                 tables[table.name] = conn.execute(select(func.count()).select_from(table)).scalar_one()
-        findings: dict[str, object] = {"tables": tables}
+        storage = None
         summary = f"{sum(tables.values())} rows in {len(tables)} tables"
         if params.include_storage:
             objects: dict[str, int] = defaultdict(int)
@@ -47,14 +63,15 @@ class StoreInventory:
                 objects[prefix] += 1
                 sizes[prefix] += info.size
                 walked += 1
-            findings["storage"] = {
-                "url": context.storage.url,
-                "prefixes": {p: {"objects": objects[p], "bytes": sizes[p]} for p in sorted(objects)},
-                "truncated": truncated,
-            }
+            storage = StorageUsage(
+                url=context.storage.url,
+                prefixes={p: PrefixUsage(objects=objects[p], bytes=sizes[p]) for p in sorted(objects)},
+                truncated=truncated,
+            )
             summary += f"; {walked} objects ({sum(sizes.values())} bytes) in storage"
             summary += " (stopped early)" if truncated else ""
-        return AgentResult(summary=summary, findings=findings, reads=[t for t in tables], llm_model=None)
+        return InventoryOutput(agent=self.name, summary=summary, tables=tables, storage=storage,
+                               reads=list(tables))
 
 
 AGENT = StoreInventory()

@@ -58,7 +58,7 @@ def inventory() -> dict[str, object]:
     settings = get_settings()
     agent = get_agent("store_inventory")
     context = AgentContext(settings=settings, engine=get_engine(), storage=open_storage(settings))
-    return agent.run(agent.Input(), context).findings
+    return agent.run(agent.Input(), context).model_dump(mode="json", include={"tables", "storage"})
 
 
 @flow(name="amas-health", description="Write and read back on the store, storage and lineage; check the audit chain and its data quality.")

@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.plugins.store",
     "tests.plugins.s3",
     "tests.plugins.prefect_server",
+    "tests.plugins.agents",
 ]
 
 
