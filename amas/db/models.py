@@ -135,6 +135,9 @@ class AgentTask(Base):
     priority: Mapped[int] = mapped_column(Integer, default=int(Priority.normal))
     subject_id: Mapped[int | None] = mapped_column(ForeignKey("data_subjects.id", ondelete="SET NULL"), index=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(64), comment="Prefect flow run that executed the task.")
+    case_id: Mapped[str | None] = mapped_column(String(64), index=True, comment="The investigation the task belongs to.")
+    actor: Mapped[str] = mapped_column(String(200), default="amas", comment="Who asked for the task.")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, comment="Times the task was started (retries count).")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -145,7 +148,11 @@ class AgentTask(Base):
 
 
 class TaskResult(Base):
-    """What an agent found: a summary, structured findings, and which model (if any) helped."""
+    """What an agent found: a summary, the whole typed output, and which model (if any) helped.
+
+    ``output`` is the agent's ``Output`` model as JSON; ``findings`` counts findings per
+    severity so reports can rank tasks without reading every output.
+    """
 
     __tablename__ = "task_results"
 
@@ -153,7 +160,9 @@ class TaskResult(Base):
     task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agent_tasks.id", ondelete="CASCADE"), index=True)
     summary: Mapped[str] = mapped_column(Text)
     findings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    output: Mapped[dict[str, Any]] = mapped_column(default=dict)
     llm_model: Mapped[str | None] = mapped_column(String(200))
+    llm: Mapped[dict[str, Any]] = mapped_column(default=dict, comment="Provider, tokens and cost of the model summary.")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     task: Mapped[AgentTask] = relationship(back_populates="results")
@@ -169,6 +178,7 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     media_type: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
     subject_id: Mapped[int | None] = mapped_column(ForeignKey("data_subjects.id", ondelete="SET NULL"), index=True)
     task_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agent_tasks.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -38,6 +38,23 @@ def test_upgrade_from_empty_reaches_head_and_is_repeatable(store_url: str) -> No
     engine.dispose()
 
 
+def test_upgrade_keeps_rows_written_under_the_first_schema(store_url: str) -> None:
+    engine = create_store_engine(store_url)
+    upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO agent_tasks (id, agent, parameters, status, priority, created_at) "
+                          "VALUES ('0b6f1d3e5a7c4e2f9d8b7a6c5e4f3a2b', 'forensics', '{}', 'completed', 50, "
+                          "'2026-11-25 10:00:00')"))
+        conn.execute(text("INSERT INTO task_results (task_id, summary, findings, created_at) "
+                          "VALUES ('0b6f1d3e5a7c4e2f9d8b7a6c5e4f3a2b', 'old', '{}', '2026-11-25 10:00:01')"))
+    upgrade(engine)
+    with session_scope(engine) as session:
+        task = session.scalars(select(AgentTask)).one()
+        assert (task.actor, task.attempts, task.case_id) == ("amas", 0, None)
+        assert [(r.summary, r.output, r.llm) for r in task.results] == [("old", {}, {})]
+    engine.dispose()
+
+
 def test_migrations_match_the_models(store_engine: Engine) -> None:
     with store_engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
