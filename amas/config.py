@@ -15,14 +15,16 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import json
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -129,6 +131,138 @@ class PrefectSettings(BaseSettings):
     worker_poll_seconds: float = Field(1.0, gt=0, le=60, description="How often the worker asks for scheduled runs.")
 
 
+class AgentSettings(BaseSettings):
+    model_config = _config("AMAS_AGENTS_")
+    public: ClassVar[frozenset[str]] = frozenset(
+        {"timeout_seconds", "retries", "retry_delay_seconds", "concurrency"}
+    )
+
+    timeout_seconds: float = Field(900.0, gt=0, le=86400, description="An agent task taking longer fails (and may be retried).")
+    retries: int = Field(2, ge=0, le=10, description="Retries of an agent task that failed for a transient reason (a service down, a timeout); bad input is never retried.")
+    retry_delay_seconds: float = Field(5.0, ge=0, le=3600, description="Wait between retries of an agent task.")
+    concurrency: int = Field(2, ge=1, le=1000, description="Tasks of one agent running at once across all flows; created as the Prefect global concurrency limit agent-<name> when missing (edit it there later).")
+
+
+class LLMProvider(BaseModel):
+    """One language-model endpoint in ``AMAS_LLM_PROVIDERS``; the key is never shown."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    public: ClassVar[tuple[str, ...]] = (
+        "name", "kind", "base_url", "model", "api_key_env", "timeout_seconds",
+        "input_price_per_1k", "output_price_per_1k",
+    )
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Unique label used in logs and usage totals.")
+    kind: Literal["openai", "ollama"] = Field(description="openai: any OpenAI-compatible /chat/completions API; ollama: /api/chat.")
+    base_url: str = Field(description="http(s) URL; openai kind up to /v1 (the client appends /chat/completions), ollama the server root.")
+    model: str = Field(min_length=1, description="Model name sent with every request.")
+    api_key: SecretStr | None = Field(None, description="Bearer token; prefer api_key_env so the key stays out of the JSON.")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Name of an environment variable holding the Bearer token.")
+    timeout_seconds: float | None = Field(None, gt=0, le=600, description="Per-request timeout; empty means AMAS_LLM_TIMEOUT_SECONDS.")
+    input_price_per_1k: float = Field(0.0, ge=0, description="USD per 1000 prompt tokens, for cost accounting.")
+    output_price_per_1k: float = Field(0.0, ge=0, description="USD per 1000 completion tokens, for cost accounting.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; put the key in api_key or api_key_env")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> LLMProvider:
+        if self.api_key is not None and self.api_key_env is not None:
+            raise ValueError("give api_key or api_key_env, not both")
+        return self
+
+    def resolved_key(self) -> SecretStr | None:
+        """The Bearer token; one named by ``api_key_env`` is read from the process environment now."""
+        if self.api_key_env is None:
+            return self.api_key
+        value = os.environ.get(self.api_key_env, "")
+        if not value:
+            raise ConfigError(f"AMAS_LLM_PROVIDERS: provider {self.name!r} reads its key from {self.api_key_env}, which is not set")
+        return SecretStr(value)
+
+    def redacted(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {name: getattr(self, name) for name in self.public}
+        shown["api_key"] = "(not set)" if self.api_key is None else "**********"
+        return shown
+
+
+_JSON_TYPES = {"dict": "object", "str": "string", "int": "number", "float": "number", "bool": "boolean", "NoneType": "null"}
+
+
+def _provider_problem(index: int, item: Any, exc: ValidationError) -> str:
+    """One line for the first problem of one provider; never echoes the input (it may hold a key)."""
+    name = item.get("name") if isinstance(item, dict) else None
+    which = f"provider {index + 1}" + (f" ({name!r})" if isinstance(name, str) and re.fullmatch(r"[\w.-]{1,64}", name) else "")
+    err = exc.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(part) for part in err["loc"])
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{which}: {where + ': ' if where else ''}{message}"
+
+
+class LLMSettings(BaseSettings):
+    model_config = _config("AMAS_LLM_")
+    public: ClassVar[frozenset[str]] = frozenset({
+        "timeout_seconds", "max_retries", "backoff_seconds", "backoff_max_seconds", "breaker_failures",
+        "breaker_reset_seconds", "max_tokens", "temperature", "prompt_budget_chars",
+    })
+
+    # NoDecode: the validator below parses the JSON itself, so a typo becomes a ConfigError
+    # naming the provider and field instead of pydantic-settings' generic parse error.
+    providers: Annotated[list[LLMProvider], NoDecode] = Field(
+        [], description='JSON list in priority order, e.g. [{"name":"local","kind":"openai","base_url":"http://127.0.0.1:8080/v1",'
+        '"model":"gpt-4o-mini","api_key_env":"OPENAI_API_KEY"}]; fields: name, kind (openai|ollama), base_url, model, '
+        'api_key or api_key_env, timeout_seconds, input_price_per_1k, output_price_per_1k; [] means no model.')
+    timeout_seconds: float = Field(30.0, gt=0, le=600, description="Per-request timeout for providers without their own.")
+    max_retries: int = Field(2, ge=0, le=10, description="Retries of a transient failure (timeout, connection, 429, 5xx) before failing over.")
+    backoff_seconds: float = Field(0.5, ge=0, le=60, description="First retry delay; doubles each retry, plus random jitter up to this much.")
+    backoff_max_seconds: float = Field(8.0, ge=0, le=300, description="Cap on a retry delay; a longer Retry-After fails over instead of waiting.")
+    breaker_failures: int = Field(3, ge=1, le=100, description="Consecutive failed requests that open a provider's circuit.")
+    breaker_reset_seconds: float = Field(60.0, gt=0, le=86400, description="How long an open circuit skips its provider before one trial request.")
+    max_tokens: int = Field(400, ge=1, le=32768, description="Completion token limit per request.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature; 0 keeps summaries repeatable.")
+    prompt_budget_chars: int = Field(4000, ge=200, le=200000, description="Most characters of an agent result sent to the model.")
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _parse_providers(cls, value: Any) -> list[LLMProvider]:
+        if isinstance(value, str):
+            if not value.strip():
+                return []
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        if not isinstance(value, list | tuple):
+            kind = _JSON_TYPES.get(type(value).__name__, type(value).__name__)
+            raise ValueError(f"must be a JSON list of provider objects, not a JSON {kind}")
+        providers: list[LLMProvider] = []
+        for index, item in enumerate(value):
+            if isinstance(item, LLMProvider):
+                providers.append(item)
+                continue
+            if not isinstance(item, dict):
+                kind = _JSON_TYPES.get(type(item).__name__, type(item).__name__)
+                raise ValueError(f"provider {index + 1}: must be a JSON object, not a JSON {kind}")
+            try:
+                providers.append(LLMProvider.model_validate(item))
+            except ValidationError as exc:
+                raise ValueError(_provider_problem(index, item, exc)) from None
+        names = [p.name for p in providers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"provider names must be unique; repeated: {', '.join(duplicates)}")
+        return providers
+
+
 class Settings(BaseModel):
     """Every concern's settings, with the profile's derived defaults filled in."""
 
@@ -137,6 +271,8 @@ class Settings(BaseModel):
     storage: StorageSettings
     lineage: LineageSettings
     prefect: PrefectSettings
+    agents: AgentSettings
+    llm: LLMSettings
 
     @property
     def database_url(self) -> str:
@@ -167,12 +303,14 @@ class Settings(BaseModel):
             "prefect": {"api_url": self.prefect_api_url},
         }
         shown: dict[str, dict[str, Any]] = {}
-        for concern in ("core", "database", "storage", "lineage", "prefect"):
+        for concern in ("core", "database", "storage", "lineage", "prefect", "agents", "llm"):
             section: BaseSettings = getattr(self, concern)
             values: dict[str, Any] = {}
             for name in type(section).model_fields:
                 value = derived.get(concern, {}).get(name, getattr(section, name))
-                if name not in type(section).public:
+                if isinstance(value, list) and all(isinstance(v, LLMProvider) for v in value):
+                    values[name] = [v.redacted() for v in value]
+                elif name not in type(section).public:
                     values[name] = "(not set)" if value is None else "**********"
                 elif isinstance(value, str) and "://" in value:
                     values[name] = hide_url_password(value)
@@ -190,6 +328,8 @@ ENV_PREFIXES = {
     "storage": "AMAS_STORAGE_",
     "lineage": "AMAS_LINEAGE_",
     "prefect": "AMAS_PREFECT_",
+    "agents": "AMAS_AGENTS_",
+    "llm": "AMAS_LLM_",
 }
 _CLASSES: dict[str, type[BaseSettings]] = {
     "core": CoreSettings,
@@ -197,6 +337,8 @@ _CLASSES: dict[str, type[BaseSettings]] = {
     "storage": StorageSettings,
     "lineage": LineageSettings,
     "prefect": PrefectSettings,
+    "agents": AgentSettings,
+    "llm": LLMSettings,
 }
 
 

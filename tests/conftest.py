@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.plugins.s3",
     "tests.plugins.prefect_server",
     "tests.plugins.agents",
+    "tests.plugins.llm_replay",
 ]
 
 

@@ -135,7 +135,7 @@ BROKEN = {
     "unknown age_field": (
         results_policy(age_field="created"),
         ["policy 'task_results'", "age_field 'created' is not a column of table 'task_results'",
-         "its columns: id, task_id, summary, findings, llm_model, created_at"],
+         "its columns: id, task_id, summary, findings, output, llm_model, llm, created_at"],
     ),
     "age_field not a timestamp": (
         results_policy(age_field="summary"),
