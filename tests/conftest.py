@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.plugins.prefect_server",
     "tests.plugins.agents",
     "tests.plugins.llm_replay",
+    "tests.plugins.web_servers",
 ]
 
 

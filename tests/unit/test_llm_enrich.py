@@ -12,7 +12,7 @@ from amas.llm import Completion, LLMRouter
 from amas.llm.enrich import SYSTEM_PROMPT, build_prompt, summarise
 from amas.llm.providers import Message, OpenAIProvider
 from amas.registry import AgentResult, Evidence, Finding, LLMNote, Severity
-from tests.plugins.llm_replay import ReplayServer, llm_replay_fixture  # noqa: F401
+from tests.plugins.llm_replay import ReplayServer
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from amas.stack import PROJECT_DIR
-from tests.plugins.llm_replay import ReplayServer, expand_script, llm_replay_fixture  # noqa: F401
+from tests.plugins.llm_replay import ReplayServer, expand_script
 
 pytestmark = pytest.mark.unit
 

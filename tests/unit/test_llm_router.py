@@ -14,7 +14,7 @@ from amas.config import load_settings
 from amas.errors import ConfigError, ServiceUnavailable
 from amas.llm import LLMRouter, LLMUnavailable
 from amas.llm.breaker import BreakerState
-from tests.plugins.llm_replay import ReplayServer, llm_replay_fixture  # noqa: F401
+from tests.plugins.llm_replay import ReplayServer
 
 pytestmark = pytest.mark.unit
 
