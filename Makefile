@@ -17,6 +17,7 @@ up: install
 
 test: install
 	@bash scripts/ensure-postgres.sh
+	@bash scripts/ensure-chromium.sh
 	$(UV) run --frozen --no-sync pytest
 
 test-unit: install

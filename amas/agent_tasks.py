@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import typing
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
@@ -36,6 +37,8 @@ from amas.storage import Storage
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 MAX_ERROR_CHARS = 2000
 
 
@@ -47,6 +50,40 @@ class InvalidParameters(AmasError):
 
 class TaskNotFound(AmasError):
     pass
+
+
+class AgentTimeout(TimeoutError):
+    """The agent did not finish in time. Transient: a retry may be faster (a slow server, a busy disk)."""
+
+
+def call_with_deadline(fn: Callable[[], T], seconds: float | None, *, what: str) -> T:
+    """``fn()``, or ``AgentTimeout`` once ``seconds`` have passed.
+
+    The call runs in its own daemon thread and the caller stops waiting at the deadline. The
+    thread cannot be killed, so it may finish later in the background, but its result is
+    thrown away and it never touches the store: the runner persists only what a call returned
+    in time. (Injecting an exception into a thread, as Prefect's task timeout does, can land in
+    the middle of a database commit and leave the store locked.)
+    """
+    if seconds is None:
+        return fn()
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=f"amas-{what}", daemon=True).start()
+    if not done.wait(seconds):
+        raise AgentTimeout(f"{what} did not finish within {seconds:g} s (AMAS_AGENTS_TIMEOUT_SECONDS)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def describe_validation_error(agent_name: str, exc: ValidationError) -> str:
@@ -207,11 +244,13 @@ def execute_task(
     router: Any = None,
     emitter: LineageEmitter | None = None,
     parent: ParentRun | None = None,
+    timeout_seconds: float | None = None,
 ) -> AgentResult:
     """Run a queued task's agent and persist what it found; return the typed result.
 
     ``router`` is an ``amas.llm`` router or None: with one, a model-written summary is added;
-    without, the result says no model was used. Errors mark the task failed and propagate.
+    without, the result says no model was used. ``timeout_seconds`` bounds the agent's own
+    work (``AgentTimeout``). Errors mark the task failed and propagate.
     """
     from amas.llm.enrich import summarise
     from amas.registry import AgentContext
@@ -243,7 +282,8 @@ def execute_task(
     try:
         with lineage as run_handle:
             params = validate_params(agent, params_raw)
-            result = agent.run(params, context)
+            result = call_with_deadline(lambda: agent.run(params, context), timeout_seconds,
+                                        what=f"agent {agent.name}")
             result.llm = summarise(router, result)
             if run_handle is not None:
                 for ref in result.reads:

@@ -85,13 +85,77 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision (def
 
 @agents_app.command("list")
 def agents_list() -> None:
-    """List the agents the registry finds."""
+    """List the agents the registry finds, with their parameters."""
     from amas.registry import load_agents
 
-    table = Table("agent", "description")
+    table = Table("agent", "description", "parameters (default)")
     for name, agent in load_agents().items():
-        table.add_row(name, agent.description)
+        fields = []
+        for field_name, info in agent.Input.model_fields.items():
+            default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
+            fields.append(f"{field_name} ({default})")
+        table.add_row(name, agent.description, "\n".join(fields))
     console.print(table)
+
+
+class FailOn(StrEnum):
+    never = "never"
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+
+@agents_app.command("run")
+def agents_run(
+    name: str = typer.Argument(help="The agent's name (see `amas agents list`)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="key=value, repeatable; repeat a list field to add items."),
+    priority: int = typer.Option(50, help="Higher runs first where tasks queue (low 10, normal 50, high 80, critical 100)."),
+    fail_on: FailOn = typer.Option(FailOn.never, "--fail-on", help="Exit 1 when a finding is at least this severe."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json"),
+) -> None:
+    """Run one agent through its run-agent flow (the same flow the Prefect UI starts) and print the result.
+
+    Parameters are checked before anything runs: a bad one exits 2 naming the field.
+    """
+    import getpass
+
+    from amas.agent_tasks import parse_param_pairs, validate_params
+    from amas.registry import SEVERITY_ORDER, Severity, get_agent
+
+    settings = get_settings()
+    agent = get_agent(name)
+    params = validate_params(agent, parse_param_pairs(agent, param))
+    if not 0 <= priority <= 1000:
+        raise AmasError(f"--priority: must be between 0 and 1000 (higher runs first), got {priority}")
+    use_stack_api(settings)
+    from amas.stack import api_healthy
+
+    if not api_healthy(os.environ["PREFECT_API_URL"]):
+        raise AmasError(f"no Prefect API at {os.environ['PREFECT_API_URL']}: start the stack with `amas up`")
+    from flows.agent_flows import AGENT_FLOWS
+
+    state = AGENT_FLOWS[agent.name](params=params, priority=priority, requested_by=f"cli:{getpass.getuser()}",
+                                    return_state=True)
+    if not state.is_completed():
+        raise AmasError(f"run-agent {agent.name} ended {state.name}: {' '.join(str(state.message).split())}")
+    outcome = state.result()
+    if fmt is OutputFormat.json:
+        print(json.dumps(outcome, indent=2, default=str))
+    else:
+        console.print(f"[bold]{agent.name}[/] task {outcome['task_id']}")
+        console.print(outcome["summary"], markup=False, highlight=False)
+        counts = outcome["findings"]["by_severity"]
+        console.print("findings: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) if any(counts.values())
+                      else "findings: none")
+        for key in outcome["evidence"]:
+            console.print(f"  evidence: {key}", markup=False, highlight=False)
+        llm = outcome["llm"]
+        console.print(f"model: {llm['provider']}/{llm['model']}" if llm["used"] else f"model: none ({llm['reason']})")
+    worst = outcome["findings"]["worst"]
+    if fail_on is not FailOn.never and worst and SEVERITY_ORDER[Severity(worst)] >= SEVERITY_ORDER[Severity(fail_on.value)]:
+        err_console.print(f"amas: {agent.name} found {worst} findings (--fail-on {fail_on.value})")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -15,8 +15,10 @@ from amas.config import load_settings
 from amas.db.audit import verify_chain
 from amas.db.models import AgentTask, Artifact, AuditEvent, Priority, TaskResult, TaskStatus
 from amas.db.session import session_scope
+from amas.lineage import LineageEmitter, ParentRun
 from amas.registry import AgentInputError
 from amas.storage.local import LocalStorage
+from tests.lineage_schema import InMemoryTransport, validate_event
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +110,39 @@ def test_the_queue_puts_higher_priority_first_then_older(store_engine: Engine, d
     with session_scope(store_engine) as session:
         order = [t.id for t in queue_order(session, case_id="case-q")]
     assert order == [made[1], made[3], made[2], made[0]]
+
+
+def test_an_agent_run_emits_schema_valid_lineage_with_what_it_read_and_wrote(store_engine: Engine, tmp_path: Path,
+                                                                             dataset: Path) -> None:
+    memory = InMemoryTransport()
+    emitter = LineageEmitter(memory, namespace="amas-test")
+    storage = LocalStorage(tmp_path / "storage")
+    parent = ParentRun(run_id=uuid.uuid4(), job_name="run-agent")
+    with session_scope(store_engine) as session:
+        task_id = submit_task(session, "data_analysis", {"path": str(dataset)}).id
+
+    result = execute_task(task_id, settings=load_settings(), engine=store_engine, storage=storage,
+                          emitter=emitter, parent=parent)
+
+    events = memory.as_dicts()
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
+    for event in events:
+        validate_event(event)
+    complete = events[-1]
+    assert complete["job"]["name"] == "agent.data_analysis"
+    assert complete["run"]["facets"]["parent"]["run"]["runId"] == str(parent.run_id)
+    assert {(d["namespace"], d["name"]) for d in complete["inputs"]} == {("file", str(dataset))}
+    assert {d["name"] for d in complete["outputs"]} >= {e.key for e in result.evidence}
+
+
+def test_a_failed_agent_run_emits_fail(store_engine: Engine, tmp_path: Path) -> None:
+    memory = InMemoryTransport()
+    with session_scope(store_engine) as session:
+        task_id = submit_task(session, "data_analysis", {"path": str(tmp_path / "none.csv")}).id
+    with pytest.raises(AgentInputError):
+        execute_task(task_id, settings=load_settings(), engine=store_engine, storage=LocalStorage(tmp_path / "s"),
+                     emitter=LineageEmitter(memory, namespace="amas-test"))
+    events = memory.as_dicts()
+    assert [e["eventType"] for e in events] == ["START", "FAIL"]
+    validate_event(events[-1])
+    assert "path" in events[-1]["run"]["facets"]["errorMessage"]["message"]
