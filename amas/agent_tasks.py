@@ -368,8 +368,11 @@ def reference_dataset(ref: str, storage_url: str) -> Any:
 
 def result_markdown(task: AgentTask | None, result: AgentResult, *, limit: int = 50) -> str:
     """The result as Markdown for a Prefect artifact: summary, model note, ranked findings, evidence."""
-    title = f"# {result.agent}" + (f" — task `{task.id}`" if task is not None else "")
-    lines = [title, "", result.summary, ""]
+    lines = [f"# {result.agent}", ""]
+    if task is not None:
+        lines += [f"Task `{task.id}` · priority {task.priority} · requested by {_cell(task.actor)} · "
+                  f"attempt {task.attempts}", ""]
+    lines += [result.summary, ""]
     if result.llm.used:
         lines += [f"**Model summary** ({result.llm.provider}/{result.llm.model}, "
                   f"{result.llm.prompt_tokens}+{result.llm.completion_tokens} tokens, ${result.llm.cost_usd:.4f}):",

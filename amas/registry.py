@@ -138,21 +138,28 @@ class AgentInputError(AmasError):
     exit_code = 2
 
 
+def _load(entry: Any) -> Agent:
+    agent = entry.load()
+    if agent.name != entry.name:
+        raise AmasError(f"agent entry point {entry.name!r} loads an agent named {agent.name!r}; make them match")
+    return agent
+
+
+def agent_names() -> list[str]:
+    """Registered agent names, without importing any agent (their imports are heavy)."""
+    return sorted({entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)})
+
+
 @functools.cache
 def load_agents() -> dict[str, Agent]:
     """Every registered agent by name (loaded once per process)."""
-    agents: dict[str, Agent] = {}
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        agent = entry.load()
-        if agent.name != entry.name:
-            raise AmasError(f"agent entry point {entry.name!r} loads an agent named {agent.name!r}; make them match")
-        agents[agent.name] = agent
-    return dict(sorted(agents.items()))
+    return {entry.name: _load(entry) for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)}
 
 
+@functools.cache
 def get_agent(name: str) -> Agent:
-    agents = load_agents()
-    try:
-        return agents[name]
-    except KeyError:
-        raise UnknownAgent(f"unknown agent {name!r}; valid agents: {', '.join(agents) or '(none registered)'}") from None
+    """One agent by name, importing only its module; ``UnknownAgent`` lists the valid names."""
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name == name:
+            return _load(entry)
+    raise UnknownAgent(f"unknown agent {name!r}; valid agents: {', '.join(agent_names()) or '(none registered)'}")

@@ -25,6 +25,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field, model_validator
+from sqlalchemy import select
 
 from agents.code_analysis import CodeAnalysisInput
 from agents.data_analysis import DataAnalysisInput
@@ -43,6 +44,7 @@ from amas.agent_tasks import (
     submit_task,
 )
 from amas.config import get_settings
+from amas.db.migrate import require_current_schema
 from amas.db.models import AgentTask, Priority, TaskStatus
 from amas.db.session import get_engine, session_scope
 from amas.lineage import LineageEmitter, ParentRun
@@ -123,6 +125,7 @@ def run_one(agent_name: str, params: BaseModel, priority: int, requested_by: str
     """Queue one agent task, run it, publish its artifacts; the body of every run-agent flow."""
     logger = get_run_logger()
     settings = get_settings()
+    require_current_schema(get_engine(settings))
     ensure_agent_limits([agent_name], settings.agents.concurrency)
     with session_scope(get_engine(settings)) as session:
         row = submit_task(session, agent_name, params, priority=priority, actor=requested_by)
@@ -246,6 +249,7 @@ def investigate(case: InvestigationInput, requested_by: str = "prefect-ui") -> d
     logger = get_run_logger()
     settings = get_settings()
     engine = get_engine(settings)
+    require_current_schema(engine)
     case_id = f"case-{uuid.uuid4().hex[:12]}"
     requests = case.requests()
     ensure_agent_limits(sorted({agent for agent, _, _ in requests} | {"report"}), settings.agents.concurrency)
@@ -274,7 +278,8 @@ def investigate(case: InvestigationInput, requested_by: str = "prefect-ui") -> d
             in_flight.pop(finished)
 
     with session_scope(engine) as session:
-        rows = session.query(AgentTask).filter(AgentTask.case_id == case_id).order_by(AgentTask.started_at).all()
+        rows = session.scalars(select(AgentTask).where(AgentTask.case_id == case_id)
+                               .order_by(AgentTask.started_at)).all()
         outcome = [{"task_id": str(r.id), "agent": r.agent, "priority": r.priority, "status": r.status.value,
                     "attempts": r.attempts, "error": r.error or ""} for r in rows]
     failed = [o for o in outcome if o["status"] != TaskStatus.completed.value]

@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.plugins.agents",
     "tests.plugins.llm_replay",
     "tests.plugins.web_servers",
+    "tests.plugins.stack",
 ]
 
 

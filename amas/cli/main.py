@@ -128,6 +128,12 @@ def agents_run(
     params = validate_params(agent, parse_param_pairs(agent, param))
     if not 0 <= priority <= 1000:
         raise AmasError(f"--priority: must be between 0 and 1000 (higher runs first), got {priority}")
+    from amas.db.migrate import require_current_schema
+    from amas.db.session import check_connection, get_engine
+
+    engine = get_engine(settings)
+    check_connection(engine)
+    require_current_schema(engine)
     use_stack_api(settings)
     from amas.stack import api_healthy
 

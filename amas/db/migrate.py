@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from amas.errors import AmasError
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -46,3 +48,17 @@ def revision(engine: Engine, message: str) -> None:
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.revision(config, message=message, autogenerate=True)
+
+
+class SchemaOutOfDate(AmasError):
+    """The store's schema is older (or newer) than this code expects."""
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Raise ``SchemaOutOfDate`` naming the fix unless the store is at the newest revision."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise SchemaOutOfDate(
+            f"the store is at schema revision {current or '(empty)'} but this AMAS needs {head}: "
+            "run `amas db upgrade` (or `amas up`, which upgrades it)"
+        )
