@@ -417,6 +417,9 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("AMAS_STORAGE_S3_SECRET_ACCESS_KEY is missing or a placeholder while AMAS_STORAGE_S3_ACCESS_KEY_ID is set")
     if settings.lineage.api_key is not None and _is_placeholder(settings.lineage.api_key):
         problems.append("AMAS_LINEAGE_API_KEY is a placeholder")
+    for provider in settings.llm.providers:
+        if provider.api_key is not None and _is_placeholder(provider.api_key):
+            problems.append(f"AMAS_LLM_PROVIDERS: provider {provider.name!r} has a placeholder api_key")
     return problems
 
 

@@ -147,8 +147,29 @@ def check_retention(_: Settings) -> Finding:
     return Finding("retention", True, f"{len(policies)} policies in {DEFAULT_DIRECTORY.name}/ valid against the store schema")
 
 
+def check_agents(_: Settings) -> Finding:
+    from amas.registry import load_agents
+
+    try:
+        agents = load_agents()
+    except ImportError as exc:
+        return Finding("agents", False, f"an agent module does not import: {exc}", "run `make install` (uv sync --frozen)")
+    return Finding("agents", True, f"{len(agents)} agents load: {', '.join(agents)}")
+
+
+def check_llm(settings: Settings) -> Finding:
+    """Configuration only: a request to a paid provider is not a pre-flight check."""
+    providers = settings.llm.providers
+    if not providers:
+        return Finding("llm", True, "no model configured: agents return their deterministic results only")
+    for provider in providers:
+        provider.resolved_key()  # ConfigError naming the unset api_key_env variable
+    names = ", ".join(f"{p.name} ({p.kind}, {p.model})" for p in providers)
+    return Finding("llm", True, f"{len(providers)} provider(s) in failover order: {names}")
+
+
 CHECKS: list[Check] = [check_python, check_store, check_storage, check_prefect, check_deployments,
-                       check_dvc, check_git, check_disk, check_retention]
+                       check_dvc, check_git, check_disk, check_retention, check_agents, check_llm]
 
 
 def run_checks(settings: Settings, checks: list[Check] = CHECKS) -> list[Finding]:

@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from amas.config import load_settings
-from amas.doctor import check_deployments, check_prefect, check_retention, check_storage, check_store
+from amas.doctor import (
+    check_agents,
+    check_deployments,
+    check_llm,
+    check_prefect,
+    check_retention,
+    check_storage,
+    check_store,
+)
+from amas.errors import ConfigError
 from amas.stack import PROJECT_DIR
 from tests.plugins.prefect_server import free_port
 
@@ -64,3 +73,16 @@ def test_doctor_command_exits_1_and_lists_failures_without_traceback(tmp_path: P
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr
     assert "store" in result.stderr and "prefect api" in result.stderr
+
+
+def test_agents_and_llm_checks_report_what_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert check_agents(load_settings()).detail.startswith("7 agents load: code_analysis, data_analysis")
+    none = check_llm(load_settings())
+    assert none.ok and "no model configured" in none.detail
+    monkeypatch.setenv("AMAS_LLM_PROVIDERS", '[{"name":"main","kind":"openai","base_url":"http://127.0.0.1:9/v1",'
+                                             '"model":"m","api_key_env":"AMAS_TEST_UNSET_KEY"}]')
+    monkeypatch.delenv("AMAS_TEST_UNSET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="AMAS_TEST_UNSET_KEY, which is not set"):
+        check_llm(load_settings())
+    monkeypatch.setenv("AMAS_TEST_UNSET_KEY", "k-123")
+    assert check_llm(load_settings()).detail == "1 provider(s) in failover order: main (openai, m)"

@@ -56,6 +56,8 @@ def test_production_accepts_a_complete_configuration(monkeypatch: pytest.MonkeyP
     ({"AMAS_ENCRYPTION_KEY": "changeme"}, "AMAS_ENCRYPTION_KEY"),
     ({"AMAS_ENCRYPTION_KEY": "c2hvcnQ="}, "AMAS_ENCRYPTION_KEY"),
     ({"AMAS_ERASURE_KEY": "password"}, "AMAS_ERASURE_KEY"),
+    ({"AMAS_LLM_PROVIDERS": '[{"name":"main","kind":"openai","base_url":"https://llm.example/v1","model":"m",'
+                            '"api_key":"changeme"}]'}, "AMAS_LLM_PROVIDERS: provider 'main' has a placeholder api_key"),
 ])
 def test_production_refuses_and_names_the_variable(monkeypatch: pytest.MonkeyPatch, override: dict[str, str], named: str) -> None:
     for name, value in production(**override).items():
