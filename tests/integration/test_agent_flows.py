@@ -119,6 +119,7 @@ class SlowThenFine(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def slow_then_fine() -> Iterator[str]:
     SlowThenFine.calls = 0
+    SlowThenFine.delay = 6.0
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowThenFine)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
@@ -193,15 +194,24 @@ def test_investigate_runs_higher_priority_first_and_ends_with_a_report(store: En
     assert all(task["task_id"] in reports[0].data for task in outcome["tasks"])
 
 
-def test_investigate_with_parallelism_runs_agents_at_once(store: Engine, dataset: Path, tmp_path: Path) -> None:
+def test_investigate_with_parallelism_runs_agents_at_once(store: Engine, dataset: Path, tmp_path: Path,
+                                                          slow_then_fine: str) -> None:
     from flows.agent_flows import InvestigationInput, investigate
 
+    SlowThenFine.delay = 3.0  # web_audit's first request is slow, so the other agents run meanwhile
     tree = tmp_path / "src"
     tree.mkdir()
     (tree / "a.py").write_text("x = 1\n")
-    outcome = investigate(case=InvestigationInput(dataset_path=str(dataset), source_tree=str(tree), parallelism=3))
-    assert {t["agent"] for t in outcome["tasks"]} == {"data_analysis", "pii_classifier", "code_analysis"}
+    outcome = investigate(case=InvestigationInput(dataset_path=str(dataset), source_tree=str(tree),
+                                                  url=slow_then_fine, parallelism=3))
+    assert {t["agent"] for t in outcome["tasks"]} == {"data_analysis", "pii_classifier", "code_analysis", "web_audit"}
     assert all(t["status"] == "completed" for t in outcome["tasks"])
+    with session_scope(store) as session:
+        tasks = {t.agent: t for t in session.scalars(select(AgentTask).where(AgentTask.case_id == outcome["case_id"]))}
+    slow = tasks["web_audit"]
+    overlapping = [a for a, t in tasks.items() if a != "web_audit"
+                   and t.started_at < slow.finished_at and slow.started_at < t.finished_at]
+    assert overlapping, "with parallelism 3 other agents must run while web_audit waits"
 
 
 def test_the_concurrency_limit_keeps_one_agent_to_its_slots(store: Engine, dataset: Path,
