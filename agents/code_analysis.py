@@ -27,7 +27,7 @@ from pathlib import Path
 import mccabe
 from pydantic import BaseModel, Field, field_validator
 
-from amas.registry import AgentContext, AgentInputError, AgentResult, Finding, Severity
+from amas.registry import AgentContext, AgentInputError, AgentResult, Finding, Severity, resolve_input_path
 
 DEFAULT_EXCLUDES = [".git", ".hg", ".svn", ".venv", "venv", "node_modules", "__pycache__", ".mypy_cache",
                     ".pytest_cache", ".ruff_cache", ".tox", ".nox", "*.egg-info", ".dvc/cache"]
@@ -568,17 +568,8 @@ class CodeAnalysis:
 
     @staticmethod
     def _root(raw: str) -> Path:
-        if not raw.strip():
-            raise AgentInputError("path: is empty; give a source directory or file to analyse")
-        given = Path(raw).expanduser()
-        try:
-            root = given.resolve(strict=True)
-            mode = root.stat().st_mode
-        except FileNotFoundError:
-            raise AgentInputError(f"path: {given.absolute()} does not exist; give a source directory or file") \
-                from None
-        except OSError as exc:
-            raise AgentInputError(f"path: cannot read {given.absolute()}: {exc.strerror or exc}") from None
+        root, info = resolve_input_path(raw, "path", "a source directory or file to analyse")
+        mode = info.st_mode
         if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
             raise AgentInputError(f"path: {root} is neither a directory nor a regular file")
         if stat.S_ISDIR(mode) and not os.access(root, os.R_OK | os.X_OK):

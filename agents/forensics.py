@@ -32,7 +32,7 @@ from typing import BinaryIO
 import numpy as np
 from pydantic import BaseModel, Field
 
-from amas.registry import AgentContext, AgentInputError, AgentResult, Finding, Severity
+from amas.registry import AgentContext, AgentInputError, AgentResult, Finding, Severity, resolve_input_path
 
 CHUNK_SIZE = 4 << 20
 """Bytes per read: large enough that per-chunk overhead vanishes, small enough to stay in cache-friendly slices."""
@@ -599,17 +599,8 @@ def collect_files(paths: Sequence[str], max_files: int) -> _Collected:
         return True
 
     for raw in paths:
-        if not raw.strip():
-            raise AgentInputError("paths: contains an empty entry; give files or directories")
-        given = Path(raw).expanduser()
-        try:
-            path = given.resolve(strict=True)
-            mode = path.stat().st_mode
-        except FileNotFoundError:
-            raise AgentInputError(f"paths: {given.absolute()} does not exist; give existing files or directories") \
-                from None
-        except OSError as exc:
-            raise AgentInputError(f"paths: cannot read {given.absolute()}: {exc.strerror or exc}") from None
+        path, info = resolve_input_path(raw, "paths", "existing files or directories")
+        mode = info.st_mode
         if path not in roots:
             roots.append(path)
         if stat.S_ISDIR(mode):

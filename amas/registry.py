@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -148,6 +150,23 @@ def _load(entry: Any) -> Agent:
 def agent_names() -> list[str]:
     """Registered agent names, without importing any agent (their imports are heavy)."""
     return sorted({entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def resolve_input_path(raw: str, field: str, wanted: str) -> tuple[Path, os.stat_result]:
+    """An existing path named by an agent's input field, resolved, with its ``stat``.
+
+    ``AgentInputError`` otherwise, naming ``field`` and ``wanted`` (what the user should give).
+    """
+    if not raw.strip():
+        raise AgentInputError(f"{field}: is empty; give {wanted}")
+    given = Path(raw).expanduser()
+    try:
+        path = given.resolve(strict=True)
+        return path, path.stat()
+    except FileNotFoundError:
+        raise AgentInputError(f"{field}: {given.absolute()} does not exist; give {wanted}") from None
+    except OSError as exc:
+        raise AgentInputError(f"{field}: cannot read {given.absolute()}: {exc.strerror or exc}") from None
 
 
 @functools.cache
