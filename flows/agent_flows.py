@@ -9,12 +9,13 @@ higher priority first, straight from the store's queue) and ends with the ``repo
 
 Every agent task is persisted in the AMAS store (task, status, result, evidence), published as
 Prefect artifacts, retried when the failure is transient, bounded by a timeout, and holds a
-slot of its agent's global concurrency limit (``agent-<name>``) while it runs.
+slot of its agent's global concurrency limit (``agent-<name>``) while it runs (see ``run_in_slot``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import uuid
 from typing import Any
 
@@ -23,7 +24,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import select
 
@@ -38,6 +38,7 @@ from amas.agent_tasks import (
     execute_task,
     findings_table,
     is_transient,
+    one_line_error,
     queue_order,
     result_markdown,
     severity_counts,
@@ -87,25 +88,33 @@ def _retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
 
 @task(name="agent", task_run_name="{agent_name}", retry_condition_fn=_retry_if_transient, persist_result=False)
 def agent_task(task_id: uuid.UUID, agent_name: str) -> AgentResult:
-    """Run one queued agent task inside its agent's concurrency slot."""
+    """Run one queued agent task (call it through ``run_in_slot``)."""
     settings = get_settings()
     emitter = LineageEmitter.from_settings(settings)
     parent = ParentRun(run_id=flow_run.id, job_name=flow_run.flow_name) if flow_run.id else None
     try:
-        with concurrency(limit_name(agent_name), occupy=1, strict=True):
-            return execute_task(
-                task_id, settings=settings, engine=get_engine(settings), storage=open_storage(settings),
-                flow_run_id=str(flow_run.id) if flow_run.id else None, router=router_for(settings),
-                emitter=emitter, parent=parent, timeout_seconds=settings.agents.timeout_seconds,
-            )
+        return execute_task(
+            task_id, settings=settings, engine=get_engine(settings), storage=open_storage(settings),
+            flow_run_id=str(flow_run.id) if flow_run.id else None, router=router_for(settings),
+            emitter=emitter, parent=parent, timeout_seconds=settings.agents.timeout_seconds,
+        )
     finally:
         emitter.close()
 
 
-def _configured(task_fn: Any) -> Any:
+def run_in_slot(task_id: uuid.UUID, agent_name: str) -> AgentResult:
+    """``agent_task`` with the configured retries, holding a slot of the agent's concurrency limit.
+
+    The slot is taken here, around the task run, not inside it: on the local SQLite Prefect
+    server a slot request made inside a task run collides with the server recording that run's
+    own start, gets a 503 and the client backs off 2 s — measured 2.1 s per task inside against
+    0.15 s outside (scripts/bench_agents.py). Retries happen while the slot is held.
+    """
     agents = get_settings().agents
     # The timeout is enforced by execute_task, not Prefect's task timeout: see call_with_deadline.
-    return task_fn.with_options(retries=agents.retries, retry_delay_seconds=agents.retry_delay_seconds)
+    configured = agent_task.with_options(retries=agents.retries, retry_delay_seconds=agents.retry_delay_seconds)
+    with concurrency(limit_name(agent_name), occupy=1, strict=True):
+        return configured(task_id, agent_name)
 
 
 def _publish(task_id: uuid.UUID, result: AgentResult) -> None:
@@ -131,7 +140,7 @@ def run_one(agent_name: str, params: BaseModel, priority: int, requested_by: str
         row = submit_task(session, agent_name, params, priority=priority, actor=requested_by)
         task_id = row.id
     logger.info("agent task %s queued (%s, priority %d)", task_id, agent_name, priority)
-    result = _configured(agent_task)(task_id, agent_name)
+    result = run_in_slot(task_id, agent_name)
     _publish(task_id, result)
     logger.info("%s: %s", agent_name, result.summary)
     return {"task_id": str(task_id), "agent": agent_name, "summary": result.summary,
@@ -243,8 +252,7 @@ class InvestigationInput(BaseModel):
         return [(agent, params, self.priorities.get(agent, DEFAULT_PRIORITIES[agent])) for agent, params in wanted]
 
 
-@flow(name="investigate", description="Run several agents on a case at once, then write one report.",
-      task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLELISM))
+@flow(name="investigate", description="Run several agents on a case at once, then write one report.")
 def investigate(case: InvestigationInput, requested_by: str = "prefect-ui") -> dict[str, Any]:
     logger = get_run_logger()
     settings = get_settings()
@@ -259,23 +267,27 @@ def investigate(case: InvestigationInput, requested_by: str = "prefect-ui") -> d
             submit_task(session, agent, params, priority=priority, actor=requested_by, case_id=case_id)
     logger.info("%s: %d agent task(s) queued", case_id, len(requests))
 
-    run = _configured(agent_task)
     in_flight: dict[concurrent.futures.Future[Any], uuid.UUID] = {}
     started: set[uuid.UUID] = set()
-    while True:
-        # The store's queue decides what starts next, so priority holds whenever tasks wait.
-        with session_scope(engine) as session:
-            waiting = [t for t in queue_order(session, case_id=case_id) if t.id not in started]
-            next_up = [(t.id, t.agent) for t in waiting[: case.parallelism - len(in_flight)]]
-        for task_id, agent in next_up:
-            future = run.submit(task_id, agent)
-            started.add(task_id)
-            in_flight[future.wrapped_future] = task_id
-        if not in_flight:
-            break
-        done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
-        for finished in done:
-            in_flight.pop(finished)
+    # Plain threads (each with a copy of the flow run's context) rather than Prefect's task
+    # runner, so that each takes its concurrency slot outside its task run (see run_in_slot).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=case.parallelism, thread_name_prefix=case_id) as pool:
+        while True:
+            # The store's queue decides what starts next, so priority holds whenever tasks wait.
+            with session_scope(engine) as session:
+                waiting = [t for t in queue_order(session, case_id=case_id) if t.id not in started]
+                next_up = [(t.id, t.agent) for t in waiting[: case.parallelism - len(in_flight)]]
+            for task_id, agent in next_up:
+                future = pool.submit(contextvars.copy_context().run, run_in_slot, task_id, agent)
+                started.add(task_id)
+                in_flight[future] = task_id
+            if not in_flight:
+                break
+            done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+            for finished in done:
+                task_id = in_flight.pop(finished)
+                if finished.exception() is not None:
+                    logger.warning("agent task %s failed: %s", task_id, one_line_error(finished.exception()))
 
     with session_scope(engine) as session:
         rows = session.scalars(select(AgentTask).where(AgentTask.case_id == case_id)
