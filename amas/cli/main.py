@@ -31,9 +31,11 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the AMAS store's schema.", no_args_is_help=True)
 agents_app = typer.Typer(help="The registered agents.", no_args_is_help=True)
+lineage_app = typer.Typer(help="Follow datasets through the recorded OpenLineage events.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(agents_app, name="agents")
+app.add_typer(lineage_app, name="lineage")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -162,6 +164,40 @@ def agents_run(
     if fail_on is not FailOn.never and worst and SEVERITY_ORDER[Severity(worst)] >= SEVERITY_ORDER[Severity(fail_on.value)]:
         err_console.print(f"amas: {agent.name} found {worst} findings (--fail-on {fail_on.value})")
         raise typer.Exit(1)
+
+
+class LineageFormat(StrEnum):
+    text = "text"
+    json = "json"
+    dot = "dot"
+
+
+@lineage_app.command("show")
+def lineage_show(
+    dataset: str = typer.Argument(help="namespace:name, or a bare name when only one namespace has it."),
+    upstream: bool = typer.Option(False, "--upstream", help="Only what it was made from."),
+    downstream: bool = typer.Option(False, "--downstream", help="Only what was made from it."),
+    depth: int = typer.Option(0, min=0, help="Stop after this many steps (0 = no limit)."),
+    fmt: LineageFormat = typer.Option(LineageFormat.text, "--format", help="text, json or dot (Graphviz)"),
+) -> None:
+    """Which runs produced DATASET and what was derived from it, from the local lineage file."""
+    from amas.lineage.graph import RENDERERS, EventLog, LineageGraph, load_runs, read_events
+
+    settings = get_settings()
+    path = settings.lineage_file
+    if settings.lineage.transport != "file":
+        raise AmasError(f"AMAS_LINEAGE_TRANSPORT is {settings.lineage.transport}: `amas lineage show` reads the "
+                        "local file transport's events; query your OpenLineage receiver (Marquez) instead")
+    log = load_runs(read_events(path)) if path.exists() else EventLog(runs=[], skipped_lines=0)
+    graph = LineageGraph.from_log(log)
+    start = graph.resolve(dataset)
+    directions = [d for d, wanted in (("upstream", upstream), ("downstream", downstream)) if wanted] or [
+        "upstream", "downstream"]
+    for direction in directions:
+        found = graph.walk(start, direction, depth=depth or None)
+        print(RENDERERS[fmt.value](start, direction, found))
+    if log.skipped_lines:
+        err_console.print(f"lineage: skipped {log.skipped_lines} unreadable line(s) in {path}")
 
 
 @app.command()
