@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from agents.tabular import DatasetInput, DatasetRef, Table, dataset_findings, load_table
-from amas.registry import SEVERITY_ORDER, AgentContext, AgentInputError, AgentResult, Finding, Severity
+from amas.registry import AgentContext, AgentInputError, AgentResult, Finding, Severity, ranked
 
 ColumnKind = Literal["numeric", "text", "datetime", "boolean", "other"]
 
@@ -463,8 +463,7 @@ class DataAnalysis:
         table: Table = load_table(params.path, params.format, delimiter=params.delimiter, columns=params.columns)
         frame = table.frame
         stats, pairs = analyse_frame(frame, params)
-        findings = dataset_findings(table) + build_findings(stats, pairs, params)
-        findings.sort(key=lambda f: -SEVERITY_ORDER[f.severity])
+        findings = ranked(dataset_findings(table) + build_findings(stats, pairs, params))
         output = DataAnalysisOutput(
             agent=self.name, summary=build_summary(table.ref, len(frame), stats, pairs, params), findings=findings,
             reads=[table.ref.path], dataset=table.ref, rows=len(frame), columns=len(frame.columns),

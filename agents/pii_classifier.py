@@ -28,7 +28,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from agents.tabular import DatasetInput, DatasetRef, dataset_findings, load_table
-from amas.registry import SEVERITY_ORDER, AgentContext, AgentResult, Finding, Severity
+from amas.registry import AgentContext, AgentResult, Finding, Severity, ranked, worst_severity
 
 PiiCategory = Literal["email", "phone", "ip_address", "person_name", "national_id", "iban", "credit_card",
                       "date_of_birth", "postal_address", "free_text_with_pii"]
@@ -677,7 +677,7 @@ def gdpr_summary(columns: list[ColumnClassification]) -> GdprSummary:
 
     direct, indirect = having(*DIRECT), having(*INDIRECT)
     financial, national, free = having("iban", "credit_card"), having("national_id"), having("free_text_with_pii")
-    worst = max((SEVERITY[c.category] for c in found if c.category), key=SEVERITY_ORDER.__getitem__, default=None)
+    worst = worst_severity(SEVERITY[c.category] for c in found if c.category)
     if not found:
         text = ("No column holds personal data at the set confidence; the dataset needs no GDPR retention or "
                 "erasure handling on the strength of this sample.")
@@ -746,8 +746,7 @@ class PiiClassifier:
         table = load_table(params.path, params.format, delimiter=params.delimiter, columns=params.columns)
         sample = sample_rows(table.frame, params.sample_rows, params.seed)
         columns = [classify_column(str(name), sample[name], params.min_confidence) for name in sample.columns]
-        findings = dataset_findings(table) + _findings(columns, table.ref)
-        findings.sort(key=lambda f: -SEVERITY_ORDER[f.severity])
+        findings = ranked(dataset_findings(table) + _findings(columns, table.ref))
         output = PiiOutput(
             agent=self.name, summary=_summary(table.ref, len(table.frame), len(sample), columns), findings=findings,
             reads=[table.ref.path], dataset=table.ref, rows=len(table.frame), sampled_rows=len(sample),

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from amas.db.models import AgentTask, TaskResult, TaskStatus
 from amas.db.session import lineage_table_name
-from amas.registry import SEVERITY_ORDER, AgentContext, AgentInputError, AgentResult, Finding, Severity
+from amas.registry import SEVERITY_ORDER, AgentContext, AgentInputError, AgentResult, Finding, Severity, worst_severity
 from amas.storage import InvalidKey, ObjectNotFound
 
 CHUNK = 1024 * 1024
@@ -401,7 +401,7 @@ class Report:
             row, output = task.row, task.output
             found = [_finding(raw) for raw in output.get("findings") or []]
             row.findings = len(found)
-            row.worst_severity = max((f.severity for f in found), key=SEVERITY_ORDER.__getitem__, default=None)
+            row.worst_severity = worst_severity(f.severity for f in found)
             # A report's findings are the findings of the tasks it covered: repeating them double-counts.
             if row.agent != self.name:
                 ranked += [(position, len(ranked) + i, RankedFinding(**f.model_dump(), agent=row.agent,

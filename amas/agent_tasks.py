@@ -16,7 +16,7 @@ import threading
 import typing
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -32,7 +32,7 @@ from amas.db.models import AgentTask, Artifact, Priority, TaskResult, TaskStatus
 from amas.db.session import session_scope
 from amas.errors import AmasError, ServiceUnavailable
 from amas.lineage import LineageEmitter, ParentRun, dataset
-from amas.registry import SEVERITY_ORDER, Agent, AgentInputError, AgentResult, Severity, get_agent
+from amas.registry import Agent, AgentInputError, AgentResult, Severity, get_agent, ranked
 from amas.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -393,10 +393,6 @@ def result_markdown(task: AgentTask | None, result: AgentResult, *, limit: int =
         lines += ["", "## Evidence", "", "| object | sha256 | bytes |", "|---|---|---|"]
         lines += [f"| `{e.key}` | `{e.sha256}` | {e.size} |" for e in result.evidence]
     return "\n".join(lines) + "\n"
-
-
-def ranked(findings: Iterable[Any]) -> list[Any]:
-    return sorted(findings, key=lambda f: -SEVERITY_ORDER[f.severity])
 
 
 def findings_table(result: AgentResult) -> list[dict[str, str]]:

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
@@ -45,6 +46,11 @@ class Severity(StrEnum):
 SEVERITY_ORDER = {s: i for i, s in enumerate(Severity)}
 
 
+def worst_severity(severities: Iterable[Severity]) -> Severity | None:
+    """The most severe of ``severities``, or None when there are none."""
+    return max(severities, key=SEVERITY_ORDER.__getitem__, default=None)
+
+
 class Finding(BaseModel):
     """One thing a person should know, ranked by severity."""
 
@@ -52,6 +58,11 @@ class Finding(BaseModel):
     title: str = Field(description="One line.")
     detail: str = Field("", description="Why it matters, what to do.")
     location: str | None = Field(None, description="Where: a file:line, a column, a header, a URL.")
+
+
+def ranked(findings: Iterable[Finding]) -> list[Finding]:
+    """Findings most severe first; equal severities keep their order (the sort is stable)."""
+    return sorted(findings, key=lambda f: -SEVERITY_ORDER[f.severity])
 
 
 class Evidence(BaseModel):
@@ -91,9 +102,7 @@ class AgentResult(BaseModel):
     llm: LLMNote = Field(default_factory=LLMNote, description="The model-written summary, when a model was configured.")
 
     def worst(self) -> Severity | None:
-        if not self.findings:
-            return None
-        return max((f.severity for f in self.findings), key=SEVERITY_ORDER.__getitem__)
+        return worst_severity(f.severity for f in self.findings)
 
 
 @dataclass(frozen=True)

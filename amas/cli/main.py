@@ -47,9 +47,17 @@ class OutputFormat(StrEnum):
 
 
 def use_stack_api(settings: Settings) -> None:
-    """Point Prefect (imported later) at the stack's API and home, unless the caller chose one."""
+    """Point Prefect (imported later) at the stack's API and home, unless the caller chose one.
+
+    Raise naming the fix when nothing answers there, so a flow never falls back to a
+    temporary server of its own.
+    """
     os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+    from amas.stack import api_healthy
+
+    if not api_healthy(os.environ["PREFECT_API_URL"]):
+        raise AmasError(f"no Prefect API at {os.environ['PREFECT_API_URL']}: start the stack with `amas up`")
 
 
 @config_app.command("show")
@@ -137,10 +145,6 @@ def agents_run(
     check_connection(engine)
     require_current_schema(engine)
     use_stack_api(settings)
-    from amas.stack import api_healthy
-
-    if not api_healthy(os.environ["PREFECT_API_URL"]):
-        raise AmasError(f"no Prefect API at {os.environ['PREFECT_API_URL']}: start the stack with `amas up`")
     from flows.agent_flows import AGENT_FLOWS
 
     state = AGENT_FLOWS[agent.name](params=params, priority=priority, requested_by=f"cli:{getpass.getuser()}",
@@ -222,10 +226,6 @@ def health() -> None:
     """Run the amas-health flow now, against the stack's Prefect API; exit 1 if unhealthy."""
     settings = get_settings()
     use_stack_api(settings)
-    from amas.stack import api_healthy
-
-    if not api_healthy(os.environ["PREFECT_API_URL"]):
-        raise AmasError(f"no Prefect API at {os.environ['PREFECT_API_URL']}: start the stack with `amas up`")
     from flows.health_flow import health as health_flow
 
     state = health_flow(return_state=True)
