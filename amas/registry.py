@@ -15,7 +15,6 @@ configured, adds an LLM-written summary in ``llm``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import uuid
 from collections.abc import Iterable
@@ -124,9 +123,9 @@ class AgentContext:
     def put_evidence(self, name: str, data: bytes | BinaryIO, *, media_type: str = "application/octet-stream",
                      description: str = "") -> Evidence:
         """Store ``data`` under ``evidence/<task id>/<name>`` and return its ``Evidence`` record."""
-        info = self.storage.put(f"{self.evidence_prefix}/{name}", data)
-        sha256 = info.sha256 or hashlib.sha256(self.storage.get(info.key)).hexdigest()
-        return Evidence(key=info.key, sha256=sha256, size=info.size, media_type=media_type, description=description)
+        info = self.storage.put(f"{self.evidence_prefix}/{name}", data)  # put() always hashes what it stored
+        return Evidence(key=info.key, sha256=info.sha256, size=info.size, media_type=media_type,
+                        description=description)
 
 
 class Agent(Protocol):
