@@ -15,10 +15,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from agents.pii_classifier import (
-    AGENT,
-    PiiInput,
-    PiiOutput,
+from agents.pii_classifier import AGENT, PiiInput, PiiOutput
+from amas.pii import (
     card_brand,
     dni_valid,
     iban_valid,
