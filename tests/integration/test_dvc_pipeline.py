@@ -1,13 +1,14 @@
-"""The committed DVC pipeline reproduces the locked data and round-trips through a remote.
+"""The committed DVC pipeline, run by real ``dvc`` and ``git`` in a copy of the repository.
 
-Real ``dvc`` and ``git`` in a copy of the repository's pipeline files: ``dvc repro`` must
-produce exactly the bytes whose md5 ``dvc.lock`` records, and ``dvc push`` / ``dvc pull``
-through the configured local remote must bring back the same bytes.
+``dvc repro`` must produce exactly the bytes ``dvc.lock`` records for every stage, emit
+schema-valid lineage for every stage, and ``dvc push`` / ``dvc pull`` through the local remote
+(and S3 on moto's server) must bring the same bytes back into a fresh clone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -17,45 +18,43 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.lineage_schema import validate_event
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-OUT = "data/sample/subjects.csv"
-PIPELINE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore",
-                  ".dvc/config", ".dvc/.gitignore")
+PIPELINE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore")
 
 
-def _md5(path: Path) -> str:
+def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def _locked_stage() -> dict:
-    lock = yaml.safe_load((REPO / "dvc.lock").read_text(encoding="utf-8"))
-    return lock["stages"]["sample"]
+def locked(root: Path = REPO) -> dict:
+    return yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8"))["stages"]
 
 
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    work = tmp_path / "repo"
+def copy_pipeline(work: Path) -> Path:
+    """The files a clone of the repository has that the pipeline needs (code, suites, lock)."""
     for name in PIPELINE_FILES:
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, work / name)
-    shutil.copytree(REPO / "amas", work / "amas",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO / "amas", work / "amas", ignore=ignore)
+    shutil.copytree(REPO / "expectations", work / "expectations")
     subprocess.run(["git", "init", "-q"], cwd=work, check=True, timeout=60)
     return work
 
 
-@pytest.fixture
-def env(tmp_path: Path, workspace: Path) -> dict[str, str]:
-    assert (VENV_BIN / "dvc").exists(), f"dvc is not installed in {VENV_BIN}"
+def dvc_env(tmp_path: Path, work: Path, home: Path) -> dict[str, str]:
     isolated = tmp_path / "dvc-home"
     return {
         **os.environ,
         # The stage's `python` must be the venv's, importing this copy's `amas`.
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(workspace),
+        "PYTHONPATH": str(work),
+        "AMAS_HOME": str(home),
         # Keep the user's and the machine's DVC config and caches out of the test.
         "DVC_GLOBAL_CONFIG_DIR": str(isolated / "global"),
         "DVC_SYSTEM_CONFIG_DIR": str(isolated / "system"),
@@ -63,51 +62,78 @@ def env(tmp_path: Path, workspace: Path) -> dict[str, str]:
     }
 
 
-def _dvc(work: Path, env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [str(VENV_BIN / "dvc"), *args],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert result.returncode == 0, (
-        f"dvc {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-    )
-    return result.stdout
+def run_dvc(work: Path, env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(VENV_BIN / "dvc"), *args], cwd=work, env=env, capture_output=True, text=True,
+                            timeout=600, check=False)
+    if ok:
+        assert result.returncode == 0, f"dvc {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    return result
 
 
-def test_lock_is_current_for_the_stage_code() -> None:
-    # A stale lock would make the reproduction test below compare against old bytes.
-    locked = {dep["path"]: dep["md5"] for dep in _locked_stage()["deps"]}
-    for path, md5 in locked.items():
-        assert _md5(REPO / path) == md5, f"dvc.lock is stale for {path}: run `dvc repro`"
+def test_lock_is_current_for_the_committed_code_and_params() -> None:
+    # A stale lock would make the reproduction below compare against old bytes, and `dvc status`
+    # on a fresh clone would call every stage changed.
+    for stage, entry in locked().items():
+        for dep in entry["deps"]:
+            path = REPO / dep["path"]
+            if not dep["path"].startswith("data/"):
+                assert md5(path) == dep["md5"], f"dvc.lock is stale for {dep['path']} ({stage}): run `dvc repro`"
+        params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+        for section, values in entry.get("params", {}).get("params.yaml", {}).items():
+            assert params[section] == values, f"dvc.lock has other {section} params: run `dvc repro`"
 
 
-def test_repro_matches_lock_and_round_trips_through_remote(
-    workspace: Path, env: dict[str, str]
-) -> None:
-    work = workspace
-    locked_out = {out["path"]: out for out in _locked_stage()["outs"]}[OUT]
+def test_repro_matches_the_lock_emits_lineage_and_round_trips(tmp_path: Path) -> None:
+    work = copy_pipeline(tmp_path / "repo")
+    home = tmp_path / "amas-home"
+    env = dvc_env(tmp_path, work, home)
     lock_before = (work / "dvc.lock").read_text(encoding="utf-8")
+    assert run_dvc(work, env, "remote", "default").stdout.strip() == "local"
 
-    assert _dvc(work, env, "config", "core.analytics").strip() == "false"
-    assert _dvc(work, env, "remote", "default").strip() == "local"
-    # The committed url is relative to .dvc/, so this copy pushes inside tmp_path.
-    remote = work / ".amas" / "dvc-remote"
+    run_dvc(work, env, "repro")
 
-    # No cache and no remote data exist yet, so repro has to run the stage's command.
-    assert not (work / ".dvc" / "cache").exists()
-    _dvc(work, env, "repro")
-    produced = work / OUT
-    assert _md5(produced) == locked_out["md5"]
-    assert produced.stat().st_size == locked_out["size"]
+    outs = {out["path"]: out for entry in locked().values() for out in entry["outs"]}
+    assert len(outs) == 11
+    for path, out in outs.items():
+        assert md5(work / path) == out["md5"], f"{path} differs from dvc.lock"
     assert (work / "dvc.lock").read_text(encoding="utf-8") == lock_before
-    content = produced.read_bytes()
 
-    _dvc(work, env, "push")
-    md5 = locked_out["md5"]
-    assert (remote / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+    # Every stage ran once, START then COMPLETE, and every event is valid OpenLineage.
+    events = [json.loads(line) for line in (home / "lineage" / "events.jsonl").read_text().splitlines()]
+    for event in events:
+        validate_event(event)
+    runs = [(e["job"]["name"], e["eventType"]) for e in events]
+    assert runs == [(f"pipeline.{stage}", kind) for stage in locked() for kind in ("START", "COMPLETE")]
+    clean = next(e for e in events if e["job"]["name"] == "pipeline.clean" and e["eventType"] == "COMPLETE")
+    events_clean = next(o for o in clean["outputs"] if o["name"] == "data/clean/events_clean.parquet")
+    assert events_clean["facets"]["version"]["datasetVersion"] == outs["data/clean/events_clean.parquet"]["md5"]
+    sources = events_clean["facets"]["columnLineage"]["fields"]["ip_network"]["inputFields"]
+    assert [(s["name"], s["field"]) for s in sources] == [("data/raw/events.parquet", "ip_address")]
 
-    produced.unlink()
+    # Push to the committed local remote, lose the workspace data and cache, pull it back.
+    run_dvc(work, env, "push")
+    contents = {path: (work / path).read_bytes() for path in outs}
+    for path in outs:
+        (work / path).unlink()
     shutil.rmtree(work / ".dvc" / "cache")
-    _dvc(work, env, "pull")
-    assert produced.read_bytes() == content
-    assert "up to date" in _dvc(work, env, "status")
+    run_dvc(work, env, "pull")
+    assert {path: (work / path).read_bytes() for path in outs} == contents
+    assert "up to date" in run_dvc(work, env, "status").stdout
+
+
+def test_a_broken_dataset_stops_repro_at_validate_with_a_report(tmp_path: Path) -> None:
+    work = copy_pipeline(tmp_path / "repo")
+    env = dvc_env(tmp_path, work, tmp_path / "amas-home")
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["generate"]["dirty_rows"] = 4
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+
+    result = run_dvc(work, env, "repro", ok=False)
+
+    assert result.returncode != 0
+    assert "error: stage validate:" in result.stderr
+    assert "Data quality: people: FAIL" in result.stderr
+    assert "| expect_column_values_to_match_regex | email |" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (work / "data" / "clean").exists(), "a stage after validate ran"
+    assert not (work / "data" / "quality" / "raw.json").exists()
