@@ -21,6 +21,7 @@ pytest_plugins = [
     "tests.plugins.llm_replay",
     "tests.plugins.web_servers",
     "tests.plugins.stack",
+    "tests.plugins.pipeline",
 ]
 
 

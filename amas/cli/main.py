@@ -36,6 +36,9 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(agents_app, name="agents")
 app.add_typer(lineage_app, name="lineage")
+pipeline_app = typer.Typer(help="The DVC data pipeline: generate, validate, classify, clean, features.",
+                           no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -202,6 +205,89 @@ def lineage_show(
         print(RENDERERS[fmt.value](start, direction, found))
     if log.skipped_lines:
         err_console.print(f"lineage: skipped {log.skipped_lines} unreadable line(s) in {path}")
+
+
+class PipelineStage(StrEnum):
+    generate = "generate"
+    validate = "validate"
+    classify = "classify"
+    clean = "clean"
+    features = "features"
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    force: bool = typer.Option(False, "--force", help="Run every stage, even those whose inputs did not change."),
+    push: bool = typer.Option(True, "--push/--no-push", help="Push the data to the DVC remote afterwards."),
+    until: PipelineStage | None = typer.Option(None, "--until", help="Stop after this stage."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show which stages would run, and why."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json"),
+) -> None:
+    """Run the data-pipeline flow (the same flow the Prefect UI starts): changed stages only, then push.
+
+    A failed validation stops at that stage, prints the failed expectations with samples and exits 1.
+    """
+    from amas.pipeline import dvc
+    from amas.pipeline.runner import check_params, project_root
+    from amas.pipeline.stages import STAGES
+
+    root = project_root()
+    check_params(root)
+    if dry_run:
+        names = list(STAGES)
+        if until is not None:
+            names = names[: names.index(until.value) + 1]
+        plan = []
+        upstream_runs = False
+        for name in names:
+            reasons = ["--force"] if force else dvc.stage_changes(root, name)
+            plan.append({"stage": name, "runs": bool(reasons) or ("maybe" if upstream_runs else False),
+                         "why": reasons or (["if an earlier stage's outputs change"] if upstream_runs else [])})
+            upstream_runs = upstream_runs or bool(reasons)
+        if fmt is OutputFormat.json:
+            print(json.dumps(plan, indent=2))
+            return
+        table = Table("stage", "runs?", "why")
+        for row in plan:
+            why = row["why"]
+            shown = "; ".join(why[:2]) + (f"; and {len(why) - 2} more" if len(why) > 2 else "")
+            runs = {True: "yes", False: "no", "maybe": "maybe"}[row["runs"]]
+            table.add_row(row["stage"], runs, shown or "up to date")
+        console.print(table)
+        return
+    settings = get_settings()
+    use_stack_api(settings)
+    from amas.quality import ValidationFailed
+    from flows.pipeline_flow import PipelineInput, data_pipeline
+
+    params = PipelineInput(force=force, push=push, until=until.value if until else None, workspace=str(root))
+    with console.status("running the data pipeline…"):
+        state = data_pipeline(params=params, return_state=True)
+    try:
+        outcome = state.result()
+    except ValidationFailed as failed:
+        for report in failed.reports:
+            if not report.success:
+                err_console.print(report.to_markdown(), markup=False, highlight=False)
+        raise AmasError(f"data-pipeline stopped: {failed}") from None
+    except AmasError:
+        raise
+    except Exception as exc:
+        raise AmasError(f"data-pipeline ended {state.name}: {' '.join(str(exc).split())}") from None
+    if fmt is OutputFormat.json:
+        print(json.dumps(outcome, indent=2, default=str))
+        return
+    for item in outcome["ran"]:
+        console.print(f"[bold]{item['stage']}[/]: {item['summary']}", highlight=False)
+    if outcome["skipped"]:
+        console.print(f"up to date: {', '.join(outcome['skipped'])}")
+    table = Table("dataset", "stage", "md5", "bytes", "changed")
+    for row in outcome["versions"]:
+        table.add_row(row["dataset"], row["stage"], row["md5"], f"{row['bytes']:,}",
+                      "yes" if row["changed in this run"] else "")
+    console.print(table)
+    if outcome["pushed"] is not None:
+        console.print(f"pushed {outcome['pushed']} file(s) to the DVC remote")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from dvc.repo import Repo
 
     from amas.config import Settings
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 REMOTE = "amas"
 """The remote AMAS configures from settings; the committed default remote ``local`` is the
@@ -41,10 +44,14 @@ def repo(root: Path) -> Iterator[Repo]:
     from dvc.repo import Repo
 
     try:
-        with Repo(str(root)) as handle:
+        # DVC resolves targets and some paths against the working directory, so operate from
+        # the repo root. chdir is process-wide: pipeline runs are serialised (pipeline_lock), and
+        # a process worker runs each flow run in its own process.
+        with contextlib.chdir(root), Repo(str(root)) as handle:
             yield handle
     except DvcException as exc:
-        raise DvcError(f"dvc: {' '.join(str(exc).split())}") from None
+        message = " ".join(_ANSI.sub("", str(exc)).split())
+        raise DvcError(f"dvc: {message}") from None
 
 
 @contextlib.contextmanager
@@ -63,12 +70,17 @@ def pipeline_lock(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _target(root: Path, name: str) -> str:
+    # DVC resolves a bare stage name against the working directory's dvc.yaml, not the repo's.
+    return f"{root / 'dvc.yaml'}:{name}"
+
+
 def stage_changes(root: Path, name: str) -> list[str]:
     """Why ``name`` must run (``changed deps: amas/pipeline/stages.py``...); empty when up to date."""
     with repo(root) as handle:
-        status = handle.status(targets=[name])
+        status = handle.status(targets=[_target(root, name)])
     reasons: list[str] = []
-    for entry in status.get(name, []):
+    for entry in next(iter(status.values()), []):
         if isinstance(entry, str):
             reasons.append(entry)
             continue
@@ -83,7 +95,7 @@ def stage_changes(root: Path, name: str) -> list[str]:
 def commit_stage(root: Path, name: str) -> None:
     """Record ``name``'s current deps and outs in ``dvc.lock`` and its outs in the cache."""
     with repo(root) as handle:
-        handle.commit(name, force=True)
+        handle.commit(_target(root, name), force=True)
 
 
 def remote_url(settings: Settings) -> str:
@@ -123,9 +135,10 @@ def push(root: Path, remote: str = REMOTE) -> int:
         return int(handle.push(remote=remote) or 0)
 
 
-def pull(root: Path, remote: str = REMOTE) -> None:
+def pull(root: Path, remote: str = REMOTE, targets: list[str] | None = None) -> None:
+    """Fetch and check out the outputs in ``dvc.lock`` (or only ``targets``, repo-relative)."""
     with repo(root) as handle:
-        handle.pull(remote=remote, force=True)
+        handle.pull(targets=targets, remote=remote, force=True)
 
 
 def locked_outputs(root: Path) -> list[dict[str, Any]]:

@@ -28,8 +28,8 @@ class ClassifyParams(StageParams):
 
 
 class CleanParams(StageParams):
-    ipv4_prefix: int = Field(24, ge=8, le=32, description="IPv4 addresses are kept only as this network prefix.")
-    ipv6_prefix: int = Field(48, ge=16, le=128, description="IPv6 addresses are kept only as this network prefix.")
+    ipv4_prefix: int = Field(24, ge=8, le=30, description="IPv4 addresses are kept only as this network prefix (/31 and /32 would keep the host).")
+    ipv6_prefix: int = Field(48, ge=16, le=64, description="IPv6 addresses are kept only as this network prefix (at most /64, one subscriber).")
 
 
 class FeaturesParams(StageParams):

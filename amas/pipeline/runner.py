@@ -76,3 +76,13 @@ def run_stage(name: str, root: Path, *, emitter: LineageEmitter | None = None,
                 run.add_output(file_dataset(root, root / item.path, version=item.md5, schema=item.schema,
                                             facets=item.facets))
     return outcome
+
+
+def check_params(root: Path) -> None:
+    """Load every stage's params section; the first bad one raises ``ConfigError`` naming it.
+
+    Called before the first stage runs, so a typo in a late section does not surface only
+    after the expensive early stages have rewritten their outputs.
+    """
+    for name in STAGES:
+        load_stage_params(root, name)

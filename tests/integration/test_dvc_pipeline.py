@@ -7,59 +7,18 @@ schema-valid lineage for every stage, and ``dvc push`` / ``dvc pull`` through th
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.lineage_schema import validate_event
+from tests.plugins.pipeline import REPO, VENV_BIN, copy_pipeline, locked, md5, set_params, subprocess_env
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
-PIPELINE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore")
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def locked(root: Path = REPO) -> dict:
-    return yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8"))["stages"]
-
-
-def copy_pipeline(work: Path) -> Path:
-    """The files a clone of the repository has that the pipeline needs (code, suites, lock)."""
-    for name in PIPELINE_FILES:
-        (work / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, work / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(REPO / "amas", work / "amas", ignore=ignore)
-    shutil.copytree(REPO / "expectations", work / "expectations")
-    subprocess.run(["git", "init", "-q"], cwd=work, check=True, timeout=60)
-    return work
-
-
-def dvc_env(tmp_path: Path, work: Path, home: Path) -> dict[str, str]:
-    isolated = tmp_path / "dvc-home"
-    return {
-        **os.environ,
-        # The stage's `python` must be the venv's, importing this copy's `amas`.
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(work),
-        "AMAS_HOME": str(home),
-        # Keep the user's and the machine's DVC config and caches out of the test.
-        "DVC_GLOBAL_CONFIG_DIR": str(isolated / "global"),
-        "DVC_SYSTEM_CONFIG_DIR": str(isolated / "system"),
-        "DVC_SITE_CACHE_DIR": str(isolated / "site-cache"),
-    }
 
 
 def run_dvc(work: Path, env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -86,7 +45,7 @@ def test_lock_is_current_for_the_committed_code_and_params() -> None:
 def test_repro_matches_the_lock_emits_lineage_and_round_trips(tmp_path: Path) -> None:
     work = copy_pipeline(tmp_path / "repo")
     home = tmp_path / "amas-home"
-    env = dvc_env(tmp_path, work, home)
+    env = subprocess_env(tmp_path, work, home)
     lock_before = (work / "dvc.lock").read_text(encoding="utf-8")
     assert run_dvc(work, env, "remote", "default").stdout.strip() == "local"
 
@@ -123,10 +82,8 @@ def test_repro_matches_the_lock_emits_lineage_and_round_trips(tmp_path: Path) ->
 
 def test_a_broken_dataset_stops_repro_at_validate_with_a_report(tmp_path: Path) -> None:
     work = copy_pipeline(tmp_path / "repo")
-    env = dvc_env(tmp_path, work, tmp_path / "amas-home")
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["generate"]["dirty_rows"] = 4
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    env = subprocess_env(tmp_path, work, tmp_path / "amas-home")
+    set_params(work, "generate", dirty_rows=4)
 
     result = run_dvc(work, env, "repro", ok=False)
 
