@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import logging
 import math
 import threading
 import warnings
@@ -313,12 +314,17 @@ def _runtime() -> _Runtime:
     global _runtime_instance
     with _runtime_lock:
         if _runtime_instance is None:
+            # GX logs its import-time registrations and its ephemeral docs-site directory at INFO:
+            # noise in every flow run's log.
+            logging.getLogger("great_expectations").setLevel(logging.WARNING)
             import great_expectations as gx
             from great_expectations.data_context.types.base import ProgressBarsConfig
             from great_expectations.expectations.expectation_configuration import (
                 ExpectationConfiguration,
             )
 
+            # This module sets its own logger to INFO at import, whatever its parent says.
+            logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
             context = gx.get_context(mode="ephemeral")
             context.variables.progress_bars = ProgressBarsConfig(globally=False)
             batch_definition = (

@@ -17,15 +17,26 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 from pydantic import BaseModel, Field, field_validator
 
 from amas.config import get_settings
+from amas.errors import AmasError
 from amas.lineage import LineageEmitter, ParentRun
 from amas.pipeline import dvc
 from amas.pipeline.runner import check_params, project_root, run_stage
 from amas.pipeline.stages import STAGES
 from amas.quality import QualityReport, ValidationFailed
 from amas.storage import open_storage
+
+STOPPED = "ValidationFailed"
+"""State name of a stage task and a flow run stopped by failed expectations: a data problem,
+reported without a traceback (the report is in storage and in the ``quality-<stage>`` artifact)."""
+
+
+class PipelineStopped(AmasError):
+    pass
+
 
 StageName = Literal["generate", "validate", "classify", "clean", "features"]
 
@@ -61,13 +72,20 @@ def _store_reports(stage: str, reports: list[QualityReport]) -> str:
 
 
 @task(name="pipeline-stage", task_run_name="{name}", persist_result=False)
-def stage_task(name: str, workspace: str) -> dict[str, Any]:
+def stage_task(name: str, workspace: str) -> dict[str, Any] | State:
     """Run one stage (lineage included) and record it in dvc.lock."""
     root = Path(workspace)
     emitter = LineageEmitter.from_settings(get_settings())
     parent = ParentRun(run_id=flow_run.id, job_name=flow_run.flow_name) if flow_run.id else None
     try:
         outcome = run_stage(name, root, emitter=emitter, parent=parent)
+    except ValidationFailed as failed:
+        key = _store_reports(name, failed.reports)
+        create_markdown_artifact(key=f"quality-{name}", markdown=quality_markdown(name, failed.reports),
+                                 description=f"data quality at stage {name}: FAILED ({key})")
+        get_run_logger().error("stage %s: %s", name, "; ".join(r.summary_line() for r in failed.reports
+                                                                 if not r.success))
+        return Failed(name=STOPPED, message=f"stage {name}: {failed} (full report: {key})")
     finally:
         emitter.close()
     dvc.commit_stage(root, name)
@@ -80,7 +98,7 @@ def stage_task(name: str, workspace: str) -> dict[str, Any]:
 
 @flow(name="data-pipeline", description="Run the DVC pipeline stages whose inputs changed, validate, push and "
                                          "publish dataset versions.")
-def data_pipeline(params: PipelineInput = PipelineInput()) -> dict[str, Any]:  # noqa: B008 - a frozen default
+def data_pipeline(params: PipelineInput = PipelineInput()) -> dict[str, Any] | State:  # noqa: B008 - a frozen default
     log = get_run_logger()
     settings = get_settings()
     root = Path(params.workspace).resolve() if params.workspace else project_root()
@@ -100,17 +118,16 @@ def data_pipeline(params: PipelineInput = PipelineInput()) -> dict[str, Any]:  #
                     log.info("stage %s is up to date", name)
                     continue
                 log.info("stage %s runs: %s", name, "; ".join(reasons[:5]))
-                try:
-                    ran.append(stage_task(name, str(root)))
-                except ValidationFailed as failed:
-                    key = _store_reports(name, failed.reports)
-                    create_markdown_artifact(key=f"quality-{name}", markdown=quality_markdown(name, failed.reports),
-                                             description=f"data quality at stage {name}: FAILED ({key})")
-                    raise
+                state = stage_task(name, str(root), return_state=True)
+                if state.name == STOPPED:
+                    raise PipelineStopped(state.message)  # inside the lineage run: the flow's FAIL event
+                ran.append(state.result())  # re-raises any other failure with its traceback
             pushed = dvc.push(root, dvc.configure_remote(root, settings)) if params.push else None
             # The flow's own events carry no datasets: each stage run names what it read and
             # wrote, with this run as its parent, so lineage walks stay stage by stage.
             versions = dataset_versions(root, {o["path"] for r in ran for o in r["outputs"]})
+    except PipelineStopped as stopped:
+        return Failed(name=STOPPED, message=f"{stopped}; later stages kept their outputs")
     finally:
         emitter.close()
     create_table_artifact(key="dataset-versions", table=versions,

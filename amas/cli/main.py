@@ -257,19 +257,17 @@ def pipeline_run(
         return
     settings = get_settings()
     use_stack_api(settings)
-    from amas.quality import ValidationFailed
-    from flows.pipeline_flow import PipelineInput, data_pipeline
+    from flows.pipeline_flow import STOPPED, PipelineInput, data_pipeline
 
     params = PipelineInput(force=force, push=push, until=until.value if until else None, workspace=str(root))
     with console.status("running the data pipeline…"):
         state = data_pipeline(params=params, return_state=True)
+    if state.name == STOPPED:
+        for line in _stored_quality_failures(settings, state.state_details.flow_run_id):
+            print(line, file=sys.stderr)
+        raise AmasError(f"data-pipeline stopped: {state.message}")
     try:
         outcome = state.result()
-    except ValidationFailed as failed:
-        for report in failed.reports:
-            if not report.success:
-                err_console.print(report.to_markdown(), markup=False, highlight=False)
-        raise AmasError(f"data-pipeline stopped: {failed}") from None
     except AmasError:
         raise
     except Exception as exc:
@@ -282,12 +280,29 @@ def pipeline_run(
     if outcome["skipped"]:
         console.print(f"up to date: {', '.join(outcome['skipped'])}")
     table = Table("dataset", "stage", "md5", "bytes", "changed")
+    table.columns[0].overflow = "fold"
     for row in outcome["versions"]:
-        table.add_row(row["dataset"], row["stage"], row["md5"], f"{row['bytes']:,}",
+        table.add_row(row["dataset"], row["stage"], (row["md5"] or "")[:12], f"{row['bytes']:,}",
                       "yes" if row["changed in this run"] else "")
     console.print(table)
     if outcome["pushed"] is not None:
         console.print(f"pushed {outcome['pushed']} file(s) to the DVC remote")
+
+
+
+def _stored_quality_failures(settings: Settings, flow_run_id: object) -> list[str]:
+    """One line per failed suite, from the reports the flow stored (``quality/<flow run>/``)."""
+    from amas.quality import QualityReport
+    from amas.storage import open_storage
+
+    storage = open_storage(settings)
+    lines = []
+    for info in storage.list(f"quality/{flow_run_id}/"):
+        for item in json.loads(storage.get(info.key)):
+            report = QualityReport.model_validate(item)
+            if not report.success:
+                lines.append(report.summary_line())
+    return lines
 
 
 @app.command()
