@@ -109,6 +109,19 @@ def test_flow_runs_what_changed_pushes_and_records_lineage(prefect_api: str, pip
     assert {"data/clean/people_clean.parquet", "data/raw/people.parquet", "data/raw/events.parquet"} <= upstream
     assert "data/raw/notes.parquet" in upstream  # through classify's columns.json, which clean reads
 
+    # The same answer from the command a person types.
+    env = {**os.environ, "AMAS_HOME": str(get_settings().core.home)}
+    shown = subprocess.run([sys.executable, "-m", "amas.cli.main", "lineage", "show", "data/clean/events_clean.parquet",
+                            "--format", "json"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert shown.returncode == 0, shown.stderr
+    up, down = (json.loads(part) for part in shown.stdout.replace("}\n{", "}\0{").split("\0"))
+    assert {e["source"] for e in up["edges"] if e["distance"] == 1} == {
+        "file:data/raw/events.parquet", "file:data/raw/people.parquet", "file:data/raw/cases.parquet",
+        "file:data/quality/raw.json", "file:data/pii/columns.json"}
+    assert {e["target"] for e in down["edges"]} == {"file:data/features/subject_activity.parquet",
+                                                    "file:data/features/daily_events.parquet"}
+    assert {e["job"] for e in down["edges"]} == {"amas:pipeline.features"}
+
 
 def test_a_broken_dataset_stops_the_flow_at_validate_and_keeps_downstream(
     prefect_api: str, pipeline_workspace: Path
