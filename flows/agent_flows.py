@@ -51,7 +51,9 @@ from amas.config import get_settings
 from amas.db.migrate import require_current_schema
 from amas.db.models import AgentTask, Priority, TaskStatus
 from amas.db.session import get_engine, session_scope
-from amas.lineage import LineageEmitter, ParentRun
+from amas.lineage import LineageEmitter
+from flows.lineage import flow_lineage
+from flows.lineage import parent as lineage_parent
 from amas.llm import router_for
 from amas.registry import AgentResult
 from amas.storage import open_storage
@@ -94,7 +96,7 @@ def agent_task(task_id: uuid.UUID, agent_name: str) -> AgentResult:
     """Run one queued agent task (call it through ``run_in_slot``)."""
     settings = get_settings()
     emitter = LineageEmitter.from_settings(settings)
-    parent = ParentRun(run_id=flow_run.id, job_name=flow_run.flow_name) if flow_run.id else None
+    parent = lineage_parent()
     try:
         return execute_task(
             task_id, settings=settings, engine=get_engine(settings), storage=open_storage(settings),
@@ -158,43 +160,50 @@ REQUESTER_HELP = "Who asked for this run; recorded in the audit log and the evid
 @flow(name="run-agent", description="Statistics, missing values, outliers, trends and correlations of a dataset.")
 def data_analysis(params: DataAnalysisInput, priority: int = int(Priority.normal),
                   requested_by: str = "prefect-ui") -> dict[str, Any]:
-    return run_one("data_analysis", params, priority, requested_by)
+    with flow_lineage():
+        return run_one("data_analysis", params, priority, requested_by)
 
 
 @flow(name="run-agent", description="Hashes, file types, metadata, duplicates and chain of custody of files.")
 def forensics(params: ForensicsInput, priority: int = int(Priority.normal),
               requested_by: str = "prefect-ui") -> dict[str, Any]:
-    return run_one("forensics", params, priority, requested_by)
+    with flow_lineage():
+        return run_one("forensics", params, priority, requested_by)
 
 
 @flow(name="run-agent", description="Line counts, Python complexity and secret scanning of a source tree.")
 def code_analysis(params: CodeAnalysisInput, priority: int = int(Priority.normal),
                   requested_by: str = "prefect-ui") -> dict[str, Any]:
-    return run_one("code_analysis", params, priority, requested_by)
+    with flow_lineage():
+        return run_one("code_analysis", params, priority, requested_by)
 
 
 @flow(name="run-agent", description="Which columns of a dataset hold personal data, with confidence.")
 def pii_classifier(params: PiiInput, priority: int = int(Priority.normal),
                    requested_by: str = "prefect-ui") -> dict[str, Any]:
-    return run_one("pii_classifier", params, priority, requested_by)
+    with flow_lineage():
+        return run_one("pii_classifier", params, priority, requested_by)
 
 
 @flow(name="run-agent", description="Status, TLS, graded security headers and cookie flags of a URL.")
 def web_audit(params: WebAuditInput, priority: int = int(Priority.normal),
               requested_by: str = "prefect-ui") -> dict[str, Any]:
-    return run_one("web_audit", params, priority, requested_by)
+    with flow_lineage():
+        return run_one("web_audit", params, priority, requested_by)
 
 
 @flow(name="run-agent", description="A Markdown and HTML report of earlier agent tasks.")
 def report(params: ReportInput, priority: int = int(Priority.normal),
            requested_by: str = "prefect-ui") -> dict[str, Any]:
-    return run_one("report", params, priority, requested_by)
+    with flow_lineage():
+        return run_one("report", params, priority, requested_by)
 
 
 @flow(name="run-agent", description="Rows per store table and objects per storage prefix.")
 def store_inventory(params: InventoryInput, priority: int = int(Priority.normal),
                     requested_by: str = "prefect-ui") -> dict[str, Any]:
-    return run_one("store_inventory", params, priority, requested_by)
+    with flow_lineage():
+        return run_one("store_inventory", params, priority, requested_by)
 
 
 AGENT_FLOWS = {
@@ -257,6 +266,11 @@ class InvestigationInput(BaseModel):
 
 @flow(name="investigate", description="Run several agents on a case at once, then write one report.")
 def investigate(case: InvestigationInput, requested_by: str = "prefect-ui") -> dict[str, Any]:
+    with flow_lineage():
+        return _investigate(case, requested_by)
+
+
+def _investigate(case: InvestigationInput, requested_by: str) -> dict[str, Any]:
     logger = get_run_logger()
     settings = get_settings()
     engine = get_engine(settings)

@@ -22,12 +22,14 @@ from pydantic import BaseModel, Field, field_validator
 
 from amas.config import get_settings
 from amas.errors import AmasError
-from amas.lineage import LineageEmitter, ParentRun
+from amas.lineage import LineageEmitter
 from amas.pipeline import dvc
 from amas.pipeline.runner import check_params, project_root, run_stage
 from amas.pipeline.stages import STAGES
 from amas.quality import QualityReport, ValidationFailed
 from amas.storage import open_storage
+from flows.lineage import flow_lineage
+from flows.lineage import parent as lineage_parent
 
 STOPPED = "ValidationFailed"
 """State name of a stage task and a flow run stopped by failed expectations: a data problem,
@@ -76,7 +78,7 @@ def stage_task(name: str, workspace: str) -> dict[str, Any] | State:
     """Run one stage (lineage included) and record it in dvc.lock."""
     root = Path(workspace)
     emitter = LineageEmitter.from_settings(get_settings())
-    parent = ParentRun(run_id=flow_run.id, job_name=flow_run.flow_name) if flow_run.id else None
+    parent = lineage_parent()
     try:
         outcome = run_stage(name, root, emitter=emitter, parent=parent)
     except ValidationFailed as failed:
@@ -106,11 +108,12 @@ def data_pipeline(params: PipelineInput = PipelineInput()) -> dict[str, Any] | S
     if params.until:
         names = names[: names.index(params.until) + 1]
     check_params(root)
-    emitter = LineageEmitter.from_settings(settings)
     ran: list[dict[str, Any]] = []
     skipped: list[str] = []
     try:
-        with dvc.pipeline_lock(root), emitter.run("data-pipeline", run_id=flow_run.id or None):
+        # The flow's own events carry no datasets: each stage run names what it read and wrote,
+        # with this run as its parent, so lineage walks go stage by stage.
+        with dvc.pipeline_lock(root), flow_lineage():
             for name in names:
                 reasons = ["forced"] if params.force else dvc.stage_changes(root, name)
                 if not reasons:
@@ -123,13 +126,9 @@ def data_pipeline(params: PipelineInput = PipelineInput()) -> dict[str, Any] | S
                     raise PipelineStopped(state.message)  # inside the lineage run: the flow's FAIL event
                 ran.append(state.result())  # re-raises any other failure with its traceback
             pushed = dvc.push(root, dvc.configure_remote(root, settings)) if params.push else None
-            # The flow's own events carry no datasets: each stage run names what it read and
-            # wrote, with this run as its parent, so lineage walks stay stage by stage.
             versions = dataset_versions(root, {o["path"] for r in ran for o in r["outputs"]})
     except PipelineStopped as stopped:
         return Failed(name=STOPPED, message=f"{stopped}; later stages kept their outputs")
-    finally:
-        emitter.close()
     create_table_artifact(key="dataset-versions", table=versions,
                           description=f"data-pipeline: ran {', '.join(r['stage'] for r in ran) or 'nothing'}; "
                                       f"up to date: {', '.join(skipped) or 'none'}")

@@ -13,7 +13,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from openlineage.client.facet_v2 import job_type_job
+
 from amas.errors import ConfigError
+from amas.lineage import PRODUCER
 from amas.pipeline.files import arrow_schema, md5_file
 from amas.pipeline.stages import STAGES, StageContext, StageOutcome
 
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
     from amas.lineage import Dataset, LineageEmitter, ParentRun
 
 PARAMS_FILE = "params.yaml"
+STAGE_JOB = job_type_job.JobTypeJobFacet(processingType="BATCH", integration="DVC", jobType="STAGE", producer=PRODUCER)
 
 
 def project_root() -> Path:
@@ -67,8 +71,8 @@ def run_stage(name: str, root: Path, *, emitter: LineageEmitter | None = None,
         raise ConfigError(f"stage {name}: input {missing[0]} does not exist; run the stages before it "
                           f"(`dvc repro {name}` or `amas pipeline run`)")
     inputs = [describe_file(root, dep) for dep in stage.deps]
-    lineage = (emitter.run(f"pipeline.{name}", inputs=inputs, parent=parent) if emitter is not None
-               else nullcontext(None))
+    lineage = (emitter.run(f"pipeline.{name}", inputs=inputs, parent=parent, job_facets={"jobType": STAGE_JOB})
+               if emitter is not None else nullcontext(None))
     with lineage as run:
         outcome = stage.run(StageContext(root=root, params=params, lineage=run))
         if run is not None:

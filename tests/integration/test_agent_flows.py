@@ -73,6 +73,18 @@ def test_run_agent_persists_the_task_and_publishes_artifacts(store: Engine, data
         limit = client.read_global_concurrency_limit_by_name("agent-data_analysis")
     assert limit.limit == get_settings().agents.concurrency and limit.active
 
+    # The flow run has lineage events of its own, and the agent's run names it as parent.
+    from tests.lineage_schema import validate_event
+
+    events = [json.loads(line) for line in get_settings().lineage_file.read_text().splitlines()]
+    for event in events:
+        validate_event(event)
+    flow_events = [e for e in events if e["job"]["name"] == "run-agent"]
+    assert [e["eventType"] for e in flow_events] == ["START", "COMPLETE"]
+    assert flow_events[0]["job"]["facets"]["jobType"]["integration"] == "PREFECT"
+    agent_run = next(e for e in events if e["job"]["name"] == "agent.data_analysis" and e["eventType"] == "COMPLETE")
+    assert agent_run["run"]["facets"]["parent"]["run"]["runId"] == flow_events[0]["run"]["runId"] == str(task.flow_run_id)
+
 
 def test_bad_parameters_are_refused_before_anything_runs(store: Engine) -> None:
     from flows.agent_flows import forensics
@@ -202,8 +214,11 @@ def test_investigate_with_parallelism_runs_agents_at_once(store: Engine, dataset
     tree = tmp_path / "src"
     tree.mkdir()
     (tree / "a.py").write_text("x = 1\n")
+    # web_audit first (highest priority): the others then start while it waits, however fast or
+    # slow the machine; with default priorities it could start last, after the others finished.
     outcome = investigate(case=InvestigationInput(dataset_path=str(dataset), source_tree=str(tree),
-                                                  url=slow_then_fine, parallelism=3))
+                                                  url=slow_then_fine, parallelism=3,
+                                                  priorities={"web_audit": 100}))
     assert {t["agent"] for t in outcome["tasks"]} == {"data_analysis", "pii_classifier", "code_analysis", "web_audit"}
     assert all(t["status"] == "completed" for t in outcome["tasks"])
     with session_scope(store) as session:
