@@ -1,6 +1,6 @@
-"""Datasets: the engine functions behind the DVC stages in ``dvc.yaml``.
+"""Synthetic datasets: deterministic generators behind the pipeline's ``generate`` stage.
 
-One module per dataset. Each exposes the function a Prefect task calls and a ``main()``
-that the DVC stage runs (``python -m amas.datasets.<name>``), so both paths produce the
-same bytes.
+``sample`` makes the people table (names, emails, phones, birth dates); ``generate`` builds on
+it for cases, events and case notes and writes all four as Parquet. Output is a pure function
+of the parameters, so ``dvc repro`` and the ``data-pipeline`` flow write the same bytes.
 """
