@@ -105,7 +105,9 @@ def test_pipeline_dvc_and_lineage_report(bench: ModuleType, tmp_path: Path) -> N
         assert profile["startup"] > 0 and close(sum(profile.values()), r["wall_s"], rel=0.05, abs_=0.05)
         assert close(r["validation_s"], profile["gx_init"] + profile["validate"] + profile["to_pandas"])
         assert close(r["lineage_s"], profile["emit"] + profile["md5"] + profile["describe"])
-        assert r["lineage_events"] == 2 and profile["emit"] > 0 and profile["md5"] > 0 and r["lineage_s"] > 0
+        assert r["lineage_events"] == 2 and profile["emit"] > 0 and r["lineage_s"] > 0
+        # Every stage hashes its outputs for their version facets (too fast to show at this size).
+        assert any(c["part"] == "md5" for c in r["calls"])
         assert close(r["lineage_share"], r["lineage_s"] / r["wall_s"], abs_=1e-3)
         assert 0 < r["share_of_pipeline"] <= 1
         if r["stage"] in VALIDATING:
