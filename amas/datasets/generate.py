@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -56,6 +56,7 @@ import yaml
 
 from amas.datasets import sample
 from amas.errors import AmasError, ConfigError
+from amas.fsutil import atomic_write
 
 RAW_DATASETS = ("people", "cases", "events", "notes")
 MIN_ROWS = 100
@@ -262,22 +263,12 @@ def write_datasets(out_dir: str | os.PathLike[str], params: GenerateParams) -> d
 
 
 def _write_parquet(target: Path, schema: pa.Schema, chunks: Iterator[pa.Table]) -> Path:
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    # os.open with 0o666 honours the umask, unlike mkstemp's fixed 0o600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(fd, "wb") as sink:
-            with pq.ParquetWriter(sink, schema, compression="zstd", use_dictionary=True) as writer:
-                for chunk in chunks:
-                    writer.write_table(chunk, row_group_size=chunk.num_rows)
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    sample._fsync_dir(target.parent)
-    return target
+    def write(sink: BinaryIO) -> None:
+        with pq.ParquetWriter(sink, schema, compression="zstd", use_dictionary=True) as writer:
+            for chunk in chunks:
+                writer.write_table(chunk, row_group_size=chunk.num_rows)
+
+    return atomic_write(target, write)
 
 
 def _known(name: str) -> str:

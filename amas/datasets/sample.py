@@ -31,6 +31,7 @@ import pandas as pd
 import yaml
 
 from amas.errors import AmasError, ConfigError
+from amas.fsutil import fsync_dir
 
 COLUMNS = (
     "subject_id",
@@ -291,20 +292,8 @@ def write_subjects(path: str | os.PathLike[str], rows: int, seed: int) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return target
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_params(path: str | os.PathLike[str]) -> SampleParams:

@@ -57,6 +57,7 @@ from openlineage.client.transport.transport import Transport
 from openlineage.client.uuid import generate_new_uuid
 
 from amas.errors import ConfigError
+from amas.lineage.wire import JsonlFileTransport
 
 if TYPE_CHECKING:
     from amas.config import Settings
@@ -406,4 +407,4 @@ def _file_transport(path: Path) -> FileTransport:
     except OSError as exc:
         # Not fatal here: each emission will fail, be logged and be counted.
         log.warning("cannot create the lineage directory %s: %s", path.parent, exc)
-    return FileTransport(FileConfig(log_file_path=str(path), append=True))
+    return JsonlFileTransport(FileConfig(log_file_path=str(path), append=True))

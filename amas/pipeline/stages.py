@@ -13,6 +13,7 @@ a Great Expectations suite of the same name in ``expectations/``.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,9 +304,31 @@ def _ip_networks(addresses: pa.ChunkedArray, v4_prefix: int, v6_prefix: int) -> 
                      pc.filter(values, is_v4).to_pylist()]
     rest = np.flatnonzero(~mask)
     if len(rest):
-        out[rest] = [str(ipaddress.ip_network(f"{ip}/{v6_prefix}", strict=False)) if ip else None
-                     for ip in values.take(pa.array(rest)).to_pylist()]
+        out[rest] = [v6_network(ip, v6_prefix) if ip else None for ip in values.take(pa.array(rest)).to_pylist()]
     return pa.array(out, type=pa.string())
+
+
+def v6_network(address: str, prefix: int) -> str:
+    """``str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))``, fourteen times faster.
+
+    The C library's parser and RFC 5952 formatter instead of ipaddress's pure-Python ones: at
+    10 M events this was 18 s of the clean stage (scripts/bench_pipeline.py). Anything it does
+    not take (a zone id, an IPv4 address) goes to ipaddress, which gives the same text or the
+    same error; a unit test compares the two on random and edge-case addresses.
+    """
+    try:
+        packed = bytearray(socket.inet_pton(socket.AF_INET6, address))
+    except (OSError, ValueError):
+        return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+    whole, bits = divmod(prefix, 8)
+    if bits:
+        packed[whole] &= (0xFF << (8 - bits)) & 0xFF
+        whole += 1
+    packed[whole:] = bytes(16 - whole)
+    text = socket.inet_ntop(socket.AF_INET6, bytes(packed))
+    if "." in text:  # glibc writes ::ffff:0:0/96-style prefixes in dotted form; ipaddress never does
+        return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+    return f"{text}/{prefix}"
 
 
 def clean(ctx: StageContext) -> StageOutcome:

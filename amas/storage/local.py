@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from amas.config import StorageSettings
+from amas.fsutil import fsync_dir
 from amas.errors import ConfigError
 from amas.storage.base import (
     CHUNK_SIZE,
@@ -92,7 +93,7 @@ class LocalStorage:
                 os.unlink(tmp_name)
             raise
         with self._writing(key):
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         return ObjectInfo(key=key, size=source.size, sha256=source.sha256, modified=modified)
 
     def open(self, key: str) -> AbstractContextManager[BinaryIO]:
@@ -135,7 +136,7 @@ class LocalStorage:
         except OSError as exc:
             raise self._unavailable(exc) from None
         with self._writing(key):
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key).split("/"))
@@ -184,7 +185,7 @@ class LocalStorage:
             return
         missing[0].mkdir(parents=True, exist_ok=True)
         for created in reversed(missing):
-            _fsync_dir(created.parent)
+            fsync_dir(created.parent)
 
     @contextmanager
     def _reading(self, key: str) -> Iterator[None]:
@@ -224,14 +225,3 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename or unlink in ``directory`` survive a crash (POSIX needs the directory synced)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

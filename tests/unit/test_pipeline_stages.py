@@ -88,3 +88,27 @@ def test_a_missing_section_takes_the_defaults(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("generate: {rows: 100, seed: 1}\n", encoding="utf-8")
     assert load_section(path, "clean", CleanParams) == CleanParams()
+
+
+def test_the_fast_ipv6_network_equals_ipaddress() -> None:
+    import ipaddress
+    import random
+
+    from amas.pipeline.stages import v6_network
+
+    rng = random.Random(7)
+    addresses = ["::", "::1", "2001:db8::", "2001:db8:0:1::", "2001:0:0:1::1", "::ffff:192.0.2.1", "::192.0.2.1",
+                 "64:ff9b::192.0.2.33", "fe80::1%eth0", "2001:DB8::ABCD", "1:0:0:1:0:0:0:1", "0:0:1::"]
+    for _ in range(3000):
+        groups = [rng.choice([0, 0, 0, rng.randrange(1 << 16)]) for _ in range(8)]
+        addresses.append(str(ipaddress.IPv6Address(int("".join(f"{g:04x}" for g in groups), 16))))
+        addresses.append(":".join(f"{g:x}" for g in groups))  # uncompressed spelling
+    for prefix in (16, 20, 32, 47, 48, 56, 64, 96, 112, 128):
+        for address in addresses:
+            try:
+                expected = str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+            except ValueError:
+                with pytest.raises(ValueError):
+                    v6_network(address, prefix)
+                continue
+            assert v6_network(address, prefix) == expected, (address, prefix)

@@ -492,3 +492,14 @@ def test_existing_store_suites_still_load() -> None:
     for path in sorted(EXPECTATIONS_DIR.glob("*.json")):
         definition = load_suite_definition(path.stem)
         quality._runtime().build_suite(path.stem, definition)
+
+
+def test_gx_batch_fingerprinting_is_off() -> None:
+    # quality._runtime turns off GX's whole-frame hashing through this private module value;
+    # if GX renames or drops it, this fails and the speed-up needs another way.
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    from amas.quality import _runtime
+
+    _runtime()
+    assert pandas_execution_engine.HASH_THRESHOLD == 0
