@@ -52,8 +52,8 @@ from amas.db.migrate import require_current_schema
 from amas.db.models import AgentTask, Priority, TaskStatus
 from amas.db.session import get_engine, session_scope
 from amas.lineage import LineageEmitter
-from flows.lineage import flow_lineage
-from flows.lineage import parent as lineage_parent
+from flows._lineage import flow_lineage
+from flows._lineage import parent as lineage_parent
 from amas.llm import router_for
 from amas.registry import AgentResult
 from amas.storage import open_storage

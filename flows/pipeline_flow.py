@@ -28,8 +28,8 @@ from amas.pipeline.runner import check_params, project_root, run_stage
 from amas.pipeline.stages import STAGES
 from amas.quality import QualityReport, ValidationFailed
 from amas.storage import open_storage
-from flows.lineage import flow_lineage
-from flows.lineage import parent as lineage_parent
+from flows._lineage import flow_lineage
+from flows._lineage import parent as lineage_parent
 
 STOPPED = "ValidationFailed"
 """State name of a stage task and a flow run stopped by failed expectations: a data problem,
