@@ -100,6 +100,26 @@ class BackupStatus(enum.StrEnum):
     deleted = "deleted"
 
 
+class RunStatus(enum.StrEnum):
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    stopped = "stopped"
+    """Refused to go on (e.g. a policy would delete more than the allowed share) until confirmed."""
+
+
+class RequestKind(enum.StrEnum):
+    erase = "erase"
+    export = "export"
+
+
+class RequestStatus(enum.StrEnum):
+    received = "received"
+    in_progress = "in_progress"
+    completed = "completed"
+    failed = "failed"
+
+
 def _enum(cls: type[enum.Enum]) -> Enum:
     # Stored as plain strings with a CHECK, so adding a member is a small migration on both dialects.
     return Enum(cls, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e],
@@ -239,3 +259,48 @@ class ErasureLedgerEntry(Base):
     request_ref: Mapped[str] = mapped_column(String(100))
     requested_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+
+
+class RetentionRun(Base):
+    """One ``retention apply`` (or recorded plan): what it did per category, and where it stopped.
+
+    ``progress`` holds per-category counts as batches commit, so a run that crashed shows how far
+    it got; applying again picks up the rows still due (each batch re-selects them).
+    """
+
+    __tablename__ = "retention_runs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    actor: Mapped[str] = mapped_column(String(200))
+    dry_run: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus), default=RunStatus.running)
+    policies_sha256: Mapped[str] = mapped_column(String(64), comment="Digest of the policy files the run applied.")
+    as_of: Mapped[datetime] = mapped_column(comment="The 'now' the plan measured ages against.")
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class GdprRequest(Base):
+    """An erasure or access request, tracked against its statutory deadline (GDPR Art. 12(3)).
+
+    The subject appears only as a keyed digest: the identifier itself is a parameter of the
+    flow run that handles the request, never a column here.
+    """
+
+    __tablename__ = "gdpr_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ref: Mapped[str] = mapped_column(String(40), unique=True, comment="The request's public reference.")
+    kind: Mapped[RequestKind] = mapped_column(_enum(RequestKind))
+    subject_digest: Mapped[str] = mapped_column(String(64), index=True)
+    key_id: Mapped[str] = mapped_column(String(16), comment="Which erasure key made the digest.")
+    status: Mapped[RequestStatus] = mapped_column(_enum(RequestStatus), default=RequestStatus.received)
+    actor: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    due_at: Mapped[datetime] = mapped_column(comment="Statutory deadline: received_at + 30 days.")
+    completed_at: Mapped[datetime | None]
+    certificate_uri: Mapped[str | None] = mapped_column(String(1024), comment="Certificate or export in storage.")
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict, comment="Counts per store; never identifiers.")
+    error: Mapped[str | None] = mapped_column(Text)
