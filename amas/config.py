@@ -143,6 +143,14 @@ class AgentSettings(BaseSettings):
     concurrency: int = Field(2, ge=1, le=1000, description="Tasks of one agent running at once across all flows; created as the Prefect global concurrency limit agent-<name> when missing (edit it there later).")
 
 
+class RetentionSettings(BaseSettings):
+    model_config = _config("AMAS_RETENTION_")
+    public: ClassVar[frozenset[str]] = frozenset({"max_fraction", "batch_size"})
+
+    max_fraction: float = Field(0.5, gt=0, le=1, description="Largest share of a category one `retention apply` may delete or anonymize; more stops the run until it is re-run with --confirm.")
+    batch_size: int = Field(10000, ge=1, le=1000000, description="Rows per retention batch; each batch is its own transaction.")
+
+
 class LLMProvider(BaseModel):
     """One language-model endpoint in ``AMAS_LLM_PROVIDERS``; the key is never shown."""
 
@@ -273,6 +281,7 @@ class Settings(BaseModel):
     prefect: PrefectSettings
     agents: AgentSettings
     llm: LLMSettings
+    retention: RetentionSettings
 
     @property
     def database_url(self) -> str:
@@ -303,7 +312,7 @@ class Settings(BaseModel):
             "prefect": {"api_url": self.prefect_api_url},
         }
         shown: dict[str, dict[str, Any]] = {}
-        for concern in ("core", "database", "storage", "lineage", "prefect", "agents", "llm"):
+        for concern in ("core", "database", "storage", "lineage", "prefect", "agents", "llm", "retention"):
             section: BaseSettings = getattr(self, concern)
             values: dict[str, Any] = {}
             for name in type(section).model_fields:
@@ -330,6 +339,7 @@ ENV_PREFIXES = {
     "prefect": "AMAS_PREFECT_",
     "agents": "AMAS_AGENTS_",
     "llm": "AMAS_LLM_",
+    "retention": "AMAS_RETENTION_",
 }
 _CLASSES: dict[str, type[BaseSettings]] = {
     "core": CoreSettings,
@@ -339,6 +349,7 @@ _CLASSES: dict[str, type[BaseSettings]] = {
     "prefect": PrefectSettings,
     "agents": AgentSettings,
     "llm": LLMSettings,
+    "retention": RetentionSettings,
 }
 
 

@@ -13,11 +13,14 @@ import sys
 import time
 from enum import StrEnum
 from types import FrameType
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from amas.cli.gdpr_cmd import gdpr_app
+from amas.cli.retention_cmd import audit_app, retention_app
 from amas.config import Settings, env_name, get_settings
 from amas.errors import AmasError
 
@@ -39,6 +42,9 @@ app.add_typer(lineage_app, name="lineage")
 pipeline_app = typer.Typer(help="The DVC data pipeline: generate, validate, classify, clean, features.",
                            no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(gdpr_app, name="gdpr")
+app.add_typer(retention_app, name="retention")
+app.add_typer(audit_app, name="audit")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -61,6 +67,16 @@ def use_stack_api(settings: Settings) -> None:
 
     if not api_healthy(os.environ["PREFECT_API_URL"]):
         raise AmasError(f"no Prefect API at {os.environ['PREFECT_API_URL']}: start the stack with `amas up`")
+
+
+def flow_result(state: Any, flow_name: str) -> Any:
+    """The flow run's return value; its failure as one ``AmasError`` line (an ``AmasError`` as is)."""
+    try:
+        return state.result()
+    except AmasError:
+        raise
+    except Exception as exc:
+        raise AmasError(f"{flow_name} ended {state.name}: {' '.join(str(exc).split())}") from None
 
 
 @config_app.command("show")
@@ -266,12 +282,7 @@ def pipeline_run(
         for line in _stored_quality_failures(settings, state.state_details.flow_run_id):
             print(line, file=sys.stderr)
         raise AmasError(f"data-pipeline stopped: {state.message}")
-    try:
-        outcome = state.result()
-    except AmasError:
-        raise
-    except Exception as exc:
-        raise AmasError(f"data-pipeline ended {state.name}: {' '.join(str(exc).split())}") from None
+    outcome = flow_result(state, "data-pipeline")
     if fmt is OutputFormat.json:
         print(json.dumps(outcome, indent=2, default=str))
         return

@@ -112,17 +112,22 @@ class StageContext:
 # generate ------------------------------------------------------------------------------------------
 
 def generate(ctx: StageContext) -> StageOutcome:
+    """Write the raw tables, then leave out everyone ``erasures/subjects.json`` lists (GDPR erasure:
+    see ``amas.gdpr.erasure_list``; an empty list leaves the generator's bytes untouched)."""
     from amas.datasets import generate as gen
+    from amas.gdpr.erasure_list import apply_erasure_list
 
     params = ctx.params
     assert isinstance(params, gen.GenerateParams)
     written = gen.write_datasets(ctx.path("data/raw"), params)
-    sizes = gen.table_sizes(params.rows)
+    erased = apply_erasure_list(ctx.root, ctx.path("data/raw"))
+    sizes = {name: rows - erased.get(name, 0) for name, rows in gen.table_sizes(params.rows).items()}
     outputs = [ctx.describe(raw_path(name), rows=sizes[name], schema=gen.SCHEMAS[name]) for name in written]
     total = sum(sizes.values())
     dirty = f", {params.dirty_rows} deliberately broken row(s) per table" if params.dirty_rows else ""
+    left_out = f"; {erased['people']} erased person(s) left out" if erased else ""
     return StageOutcome(outputs=outputs, summary=f"generated {total:,} rows in {len(outputs)} tables "
-                                                 f"(seed {params.seed}{dirty})")
+                                                 f"(seed {params.seed}{dirty}){left_out}")
 
 
 # validate ------------------------------------------------------------------------------------------

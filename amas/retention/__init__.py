@@ -1,9 +1,13 @@
-"""Retention: how long the AMAS store keeps each category of data, and what happens after.
+"""Retention: how long AMAS keeps each category of data, and what happens after.
 
 Policies live as YAML in ``retention/`` at the project root, where compliance reviews them.
-``policy`` reads and checks them against the store's real schema (``Base.metadata``) and holds
-the pure date arithmetic; planning and applying retention build on it and never read YAML
-themselves.
+
+- ``policy``: reads and checks them against the store's real schema (``Base.metadata``).
+- ``plan``: the pure decision, ``plan(items, policies, now)``, with a reason per item.
+- ``links``, ``query``: how rows reach a subject or a case, and the set-based SQL (due, held, done).
+- ``apply``: surveys, the safety stop, batches, archives, progress and audit events.
+- ``prefect_meta``, ``objects``: Prefect's flow runs and artifacts, and storage prefixes, as categories.
+- ``report``: the compliance report (HTML with an age chart, CSV, JSON, Markdown).
 """
 
 from amas.retention.policy import (

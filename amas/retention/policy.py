@@ -1,9 +1,10 @@
 """Retention policies: read from ``retention/*.yaml``, checked against the store's real schema.
 
-A policy says, for one category of data, which table holds it, which timestamp column ages
-it, how many days it may be kept, and what happens after (delete, anonymize, archive), on
-which legal basis, and which legal holds suspend it. Rows whose age field is NULL never
-become due (an unfinished task, a subject not yet erased).
+A policy says, for one category of data, where it lives (``kind``: a store table, Prefect's
+flow runs or artifacts, or a prefix of the object storage), what ages it, how many days it
+may be kept, and what happens after (delete, anonymize, archive), on which legal basis, and
+which legal holds suspend it. Rows whose age field is NULL never become due (an unfinished
+task, a subject not yet erased).
 
 Every table and column name a policy gives is looked up in ``Base.metadata`` here, so the
 engine that later builds SQL takes its identifiers from the model, never from the YAML text.
@@ -25,13 +26,18 @@ from sqlalchemy import Column, DateTime, Enum, MetaData, String, Table, TypeDeco
 from sqlalchemy.exc import CompileError
 from sqlalchemy.types import TypeEngine
 
-from amas.db.models import Base
+from amas.db.models import AuditEvent, Base
 from amas.errors import ConfigError
+from amas.retention.links import case_links, subject_links
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+APPEND_ONLY_TABLES = frozenset({AuditEvent.__tablename__})
+"""Tables whose rows the database refuses to UPDATE or DELETE (triggers in the initial migration)."""
 DEFAULT_DIRECTORY = PROJECT_DIR / "retention"
 
 Action = Literal["delete", "anonymize", "archive"]
+Kind = Literal["table", "prefect_flow_runs", "prefect_artifacts", "storage"]
+KINDS: tuple[str, ...] = Kind.__args__
 # The lawful bases of GDPR Art. 6(1), spelled as a reviewer would write them.
 LegalBasis = Literal[
     "consent", "contract", "legal obligation", "vital interests", "public task", "legitimate interests"
@@ -69,23 +75,35 @@ def get_strategy(name: str) -> Strategy:
 
 
 class LegalHold(BaseModel):
-    """Suspends a policy for one data subject, or for the whole category, until a date or for good."""
+    """Suspends a policy for one data subject, one case or the whole category, until a date or for good."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     subject: str | None = Field(None, min_length=1, description="external_ref of the data subject whose rows are held.")
+    case: str | None = Field(None, min_length=1, description="case_id of the investigation whose rows are held.")
     category: str | None = Field(None, min_length=1, description="The category held as a whole (the policy's own).")
     reason: str = Field(min_length=1, description="Why: the case, request or regulation, for the reviewer.")
     until: date | None = Field(None, description="Last day the hold applies; none means until removed.")
 
     @model_validator(mode="after")
     def _one_scope(self) -> LegalHold:
-        if (self.subject is None) == (self.category is None):
-            raise ValueError("a legal hold names exactly one of 'subject' (an external_ref) or 'category'")
+        if sum(v is not None for v in (self.subject, self.case, self.category)) != 1:
+            raise ValueError("a legal hold names exactly one of 'subject' (an external_ref), 'case' (a case_id) "
+                             "or 'category'")
         return self
+
+    @property
+    def scope(self) -> str:
+        return "subject" if self.subject is not None else "case" if self.case is not None else "category"
 
     def active_on(self, day: date) -> bool:
         return self.until is None or day <= self.until
+
+    def describe(self) -> str:
+        """``subject crm-1 until 2026-06-30 (litigation)``: the words a plan's reason uses."""
+        who = {"subject": f"subject {self.subject}", "case": f"case {self.case}", "category": "category"}[self.scope]
+        until = f"until {self.until.isoformat()}" if self.until else "until removed"
+        return f"{who} {until} ({self.reason})"
 
 
 class Policy(BaseModel):
@@ -95,20 +113,66 @@ class Policy(BaseModel):
 
     category: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64, description="Unique name of the data category.")
     description: str = Field(min_length=1, description="What the data is, in words a reviewer understands.")
-    table: str = Field(description="Table of the AMAS store that holds the data.")
-    age_field: str = Field(description="Timestamp column the age is measured from; rows where it is NULL are never due.")
+    table: str | None = Field(None, description="Table of the AMAS store that holds the data (kind table).")
+    age_field: str | None = Field(None, description="Timestamp column the age is measured from; rows where it is NULL "
+                                  "are never due (kind table).")
     max_age_days: int = Field(gt=0, le=36500, description="Days a row is kept after its age_field.")
     action: Action = Field(description="What happens to rows past the limit.")
     strategy: str | None = Field(None, description="Anonymisation strategy by name (action anonymize only).")
     columns: tuple[str, ...] = Field((), description="Columns the strategy changes (action anonymize only).")
     legal_basis: LegalBasis = Field(description="GDPR Art. 6(1) basis for keeping the data this long.")
     legal_holds: tuple[LegalHold, ...] = Field((), description="Holds that suspend the action.")
+    kind: Kind = Field("table", description="Where the data lives: a store table, Prefect's flow runs (with their task "
+                       "runs and logs) or artifacts, or objects under a storage prefix.")
+    prefix: str | None = Field(None, min_length=1, description="Object storage prefix, e.g. reports/ (kind storage).")
+    personal_data: bool | None = Field(None, description="Whether the category holds personal data; empty means: "
+                                       "yes when its rows link to a data subject.")
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> Policy:
+        if self.kind == "table":
+            missing = [name for name in ("table", "age_field") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"kind table needs {' and '.join(repr(m) for m in missing)}")
+            if self.prefix is not None:
+                raise ValueError("'prefix' is for kind storage only")
+            return self
+        given = [name for name in ("table", "age_field", "strategy") if getattr(self, name) is not None]
+        if self.columns:
+            given.append("columns")
+        if given:
+            raise ValueError(f"kind {self.kind} takes no {', '.join(repr(g) for g in given)}; it ages by the "
+                             f"{'object modification time' if self.kind == 'storage' else 'Prefect timestamps'}")
+        if self.action != "delete":
+            raise ValueError(f"kind {self.kind} supports action delete only (got {self.action!r})")
+        if (self.kind == "storage") != (self.prefix is not None):
+            raise ValueError("kind storage needs a 'prefix'" if self.kind == "storage"
+                             else "'prefix' is for kind storage only")
+        scoped = sorted({h.scope for h in self.legal_holds if h.scope != "category"})
+        if scoped:
+            raise ValueError(f"kind {self.kind} has no data subjects or cases; hold it by 'category' instead of "
+                             f"{' or '.join(repr(s) for s in scoped)}")
+        return self
+
+    def active_holds(self, day: date) -> tuple[LegalHold, ...]:
+        return tuple(h for h in self.legal_holds if h.active_on(day))
+
+    def category_hold_on(self, day: date) -> LegalHold | None:
+        return next((h for h in self.legal_holds if h.category is not None and h.active_on(day)), None)
 
     def category_held_on(self, day: date) -> bool:
-        return any(h.category is not None and h.active_on(day) for h in self.legal_holds)
+        return self.category_hold_on(day) is not None
 
     def held_subjects_on(self, day: date) -> frozenset[str]:
         return frozenset(h.subject for h in self.legal_holds if h.subject is not None and h.active_on(day))
+
+    def held_cases_on(self, day: date) -> frozenset[str]:
+        return frozenset(h.case for h in self.legal_holds if h.case is not None and h.active_on(day))
+
+    @property
+    def destructive(self) -> bool:
+        """Whether applying it removes or changes data (archiving the append-only audit log does neither)."""
+        return not (self.action == "archive" and self.table in APPEND_ONLY_TABLES)
 
 
 class PolicyFile(BaseModel):
@@ -173,7 +237,11 @@ def _columns(table: Table) -> str:
 
 def policy_problems(policy: Policy, metadata: MetaData = Base.metadata) -> list[str]:
     """What is wrong with ``policy`` against the schema in ``metadata``; empty when it is usable."""
-    table = metadata.tables.get(policy.table)
+    if policy.kind == "storage":
+        return _prefix_problems(policy.prefix or "")
+    if policy.kind != "table":
+        return []
+    table = metadata.tables.get(policy.table or "")
     if table is None:
         return [f"table {policy.table!r} is not in the store; valid tables: {', '.join(sorted(metadata.tables))}"]
     problems: list[str] = []
@@ -198,11 +266,33 @@ def policy_problems(policy: Policy, metadata: MetaData = Base.metadata) -> list[
     else:
         problems.extend(_column_problems(policy, table, STRATEGIES[policy.strategy]))
 
+    if table.name in APPEND_ONLY_TABLES and policy.action != "archive":
+        problems.append(f"table {table.name!r} is append-only (the database refuses UPDATE and DELETE); "
+                        f"use action archive, which exports old rows to object storage and keeps them")
+
     for hold in policy.legal_holds:
         if hold.category is not None and hold.category != policy.category:
             problems.append(f"legal hold on category {hold.category!r} is listed under policy {policy.category!r}; "
                             f"list it under policy {hold.category!r}")
+        elif hold.subject is not None and not subject_links(table, metadata):
+            problems.append(f"legal hold on subject {hold.subject!r}: rows of table {table.name!r} name no data "
+                            "subject; hold the category instead")
+        elif hold.case is not None and not case_links(table):
+            problems.append(f"legal hold on case {hold.case!r}: rows of table {table.name!r} name no case; "
+                            "hold the category instead")
     return problems
+
+
+def _prefix_problems(prefix: str) -> list[str]:
+    from amas.storage.base import InvalidKey, validate_prefix
+
+    try:
+        validate_prefix(prefix)
+    except InvalidKey as exc:
+        return [f"prefix: {exc}"]
+    if not prefix.endswith("/"):
+        return [f"prefix {prefix!r} must end with '/' so it names a folder, not the start of any key"]
+    return []
 
 
 def _column_problems(policy: Policy, table: Table, strategy: Strategy) -> list[str]:

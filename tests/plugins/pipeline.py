@@ -1,8 +1,9 @@
 """A copy of the repository's DVC pipeline in a temporary git repository, with DVC isolated.
 
 The copy holds what a clone has that the pipeline needs (code, suites, dvc.yaml, dvc.lock,
-params.yaml, .dvc/config) and no data, cache or remote data. DVC's global, system and site
-directories point inside the test's tmp_path so a developer's DVC config never leaks in.
+params.yaml, .dvc/config, the GDPR erasure list) and no data, cache or remote data. DVC's
+global, system and site directories point inside the test's tmp_path so a developer's DVC
+config never leaks in.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-PIPELINE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore")
+PIPELINE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore",
+                  "erasures/subjects.json")
 
 
 def md5(path: Path) -> str:

@@ -67,7 +67,8 @@ def refusal(directory: Path) -> str:
 
 def test_the_shipped_policies_load_against_the_real_schema() -> None:
     policies = load_policies()
-    assert policies.categories == ["task_results", "agent_tasks", "artifacts", "audit_events", "erased_subjects"]
+    assert policies.categories == ["prefect_flow_runs", "prefect_artifacts", "quality_reports", "compliance_reports",
+                                   "task_results", "agent_tasks", "artifacts", "audit_events", "erased_subjects"]
     assert all(policy_problems(p) == [] for p in policies)
     audit = policies.get("audit_events")
     assert (audit.table, audit.age_field, audit.max_age_days, audit.action) == ("audit_events", "occurred_at", 2555, "archive")
@@ -75,10 +76,14 @@ def test_the_shipped_policies_load_against_the_real_schema() -> None:
     erased = policies.get("erased_subjects")
     assert (erased.action, erased.strategy, erased.columns) == ("anonymize", "null_personal_fields", ("email", "display_name"))
     assert policies.sources["task_results"] == PROJECT_DIR / "retention" / "store.yaml"
+    runs = policies.get("prefect_flow_runs")
+    assert (runs.kind, runs.table, runs.age_field, runs.action, runs.personal_data) == (
+        "prefect_flow_runs", None, None, "delete", True)
+    assert policies.get("quality_reports").prefix == "quality/"
 
 
 def test_asking_for_an_unknown_category_lists_the_categories() -> None:
-    with pytest.raises(ConfigError, match=r"no retention policy for category 'backups'; categories: task_results, "):
+    with pytest.raises(ConfigError, match=r"no retention policy for category 'backups'; categories: prefect_flow_runs, "):
         load_policies().get("backups")
 
 
@@ -233,6 +238,60 @@ BROKEN = {
         results_policy(category=None),
         ["policy #1", "missing required field 'category'"],
     ),
+    "table policy without a table": (
+        results_policy(table=None, age_field=None),
+        ["policy 'task_results'", "kind table needs 'table' and 'age_field'"],
+    ),
+    "unknown kind": (
+        results_policy(kind="bucket"),
+        ["policy 'task_results'", "kind:", "'prefect_flow_runs'", "(got 'bucket')"],
+    ),
+    "prefect kind with a table": (
+        results_policy(kind="prefect_flow_runs"),
+        ["policy 'task_results'", "kind prefect_flow_runs takes no 'table', 'age_field'", "Prefect timestamps"],
+    ),
+    "prefect kind archiving": (
+        results_policy(kind="prefect_artifacts", table=None, age_field=None, action="archive"),
+        ["policy 'task_results'", "kind prefect_artifacts supports action delete only (got 'archive')"],
+    ),
+    "prefect kind held by subject": (
+        results_policy(kind="prefect_flow_runs", table=None, age_field=None,
+                       legal_holds=[{"subject": "crm-1", "reason": "x"}]),
+        ["policy 'task_results'", "kind prefect_flow_runs has no data subjects or cases", "hold it by 'category'"],
+    ),
+    "storage kind without a prefix": (
+        results_policy(kind="storage", table=None, age_field=None),
+        ["policy 'task_results'", "kind storage needs a 'prefix'"],
+    ),
+    "storage prefix climbing out": (
+        results_policy(kind="storage", table=None, age_field=None, prefix="../etc/"),
+        ["policy 'task_results'", "prefix:", "'..' segment"],
+    ),
+    "storage prefix not a folder": (
+        results_policy(kind="storage", table=None, age_field=None, prefix="quality"),
+        ["policy 'task_results'", "prefix 'quality' must end with '/'"],
+    ),
+    "prefix on a table policy": (
+        results_policy(prefix="quality/"),
+        ["policy 'task_results'", "'prefix' is for kind storage only"],
+    ),
+    "deleting the append-only audit log": (
+        results_policy(category="audit_events", table="audit_events", age_field="occurred_at"),
+        ["policy 'audit_events'", "table 'audit_events' is append-only", "use action archive"],
+    ),
+    "subject hold on a table without subjects": (
+        results_policy(category="audit_events", table="audit_events", age_field="occurred_at", action="archive",
+                       legal_holds=[{"subject": "crm-1", "reason": "x"}]),
+        ["policy 'audit_events'", "legal hold on subject 'crm-1'", "name no data subject", "hold the category"],
+    ),
+    "case hold on a table without cases": (
+        subjects_policy(legal_holds=[{"case": "C-1", "reason": "x"}]),
+        ["policy 'erased_subjects'", "legal hold on case 'C-1'", "rows of table 'data_subjects' name no case"],
+    ),
+    "hold naming a subject and a case": (
+        results_policy(legal_holds=[{"subject": "crm-1", "case": "C-1", "reason": "x"}]),
+        ["policy 'task_results'", "exactly one of 'subject'", "'case' (a case_id)"],
+    ),
 }
 
 
@@ -318,7 +377,7 @@ def test_doctor_reports_the_shipped_policies_as_valid() -> None:
     assert check_retention in CHECKS
     finding = check_retention(load_settings())
     assert (finding.name, finding.ok) == ("retention", True)
-    assert finding.detail == "5 policies in retention/ valid against the store schema"
+    assert finding.detail == "9 policies in retention/ valid against the store schema"
 
 
 def test_doctor_names_the_broken_file_and_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -328,3 +387,28 @@ def test_doctor_names_the_broken_file_and_the_fix(tmp_path: Path, monkeypatch: p
     assert not finding.ok
     assert finding.detail.startswith(f"{path}: policy 'task_results': table 'task_resultz' is not in the store")
     assert finding.fix == "correct the policy file named above"
+
+
+def test_subject_and_case_holds_reach_rows_through_one_foreign_key(tmp_path: Path) -> None:
+    # task_results has no subject or case column: both are found through task_id -> agent_tasks.
+    holds = [{"subject": "crm-1", "reason": "litigation"}, {"case": "C-9", "reason": "investigation", "until": "2026-02-01"}]
+    write(tmp_path, "store.yaml", {"policies": [results_policy(legal_holds=holds)]})
+    policy = load_policies(tmp_path).get("task_results")
+    assert policy.held_subjects_on(date(2026, 3, 1)) == {"crm-1"}
+    assert policy.held_cases_on(date(2026, 2, 1)) == {"C-9"}
+    assert policy.held_cases_on(date(2026, 2, 2)) == frozenset()
+    assert [h.describe() for h in policy.legal_holds] == ["subject crm-1 until removed (litigation)",
+                                                          "case C-9 until 2026-02-01 (investigation)"]
+
+
+def test_links_come_from_the_schema_foreign_keys() -> None:
+    from amas.db.models import Base
+    from amas.retention.links import case_links, subject_links
+
+    tables = Base.metadata.tables
+    assert [(link.column.name, link.target) for link in subject_links(tables["agent_tasks"])] == [("subject_id", None)]
+    # artifacts name a subject directly and through their task.
+    assert [(link.column.name, link.target is not None and link.target.name)
+            for link in subject_links(tables["artifacts"])] == [("subject_id", False), ("task_id", "subject_id")]
+    assert [link.column.name for link in case_links(tables["task_results"])] == ["task_id"]
+    assert subject_links(tables["audit_events"]) == () and case_links(tables["data_subjects"]) == ()
