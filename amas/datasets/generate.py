@@ -52,7 +52,6 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
 from amas.datasets import sample
 from amas.errors import AmasError, ConfigError
@@ -635,16 +634,10 @@ def _fixed_strings(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Ar
 
 def load_params(path: str | os.PathLike[str]) -> GenerateParams:
     """Read and validate the ``generate`` section of a params file."""
+    from amas.pipeline.params import read_params_file
+
     where = Path(path)
-    try:
-        document = yaml.safe_load(where.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: params file not found") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{where}: not valid YAML{at}") from None
-    section = document.get(PARAMS_SECTION) if isinstance(document, dict) else None
+    section = read_params_file(where).get(PARAMS_SECTION)
     if not isinstance(section, dict):
         raise ConfigError(
             f"{where}: needs a '{PARAMS_SECTION}:' section with rows and seed "

@@ -46,6 +46,8 @@ def read_params_file(path: Path) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{at}") from None
+    if document is None:  # an empty file: no sections, so each stage says which one it needs
+        return {}
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping of stage sections")
     return document
