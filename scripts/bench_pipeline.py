@@ -80,7 +80,6 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 SCHEMA = "amas-bench-pipeline/1"
 PARTS = ("imports", "lineage", "pipeline")
-PIPELINE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore")
 LINEAGE_MAX_MS = 1.0
 SLOW_STAGE_SECONDS = 600.0
 LARGE_STAGE_MIB = 8192.0
@@ -251,13 +250,9 @@ def measure_lineage(events: int, http: bool, workdir: Path, keep: bool, say: Cal
 
 def prepare_workspace(work: Path, rows: int) -> Path:
     """A copy of the pipeline (what a clone has, no data) in a new git repository, ``generate.rows`` set."""
-    for name in PIPELINE_FILES:
-        (work / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, work / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(REPO / "amas", work / "amas", ignore=ignore)
-    shutil.copytree(REPO / "expectations", work / "expectations")
-    subprocess.run(["git", "init", "-q"], cwd=work, check=True, timeout=60)
+    from amas.pipeline.workspace import copy_pipeline
+
+    copy_pipeline(work, REPO)
     params_file = work / "params.yaml"
     params = yaml.safe_load(params_file.read_text(encoding="utf-8"))
     params["generate"]["rows"] = rows

@@ -11,27 +11,28 @@ run with the locked numpy and pandas. Rows are generated in fixed-size chunks, c
 from ``PCG64(seed).jumped(i)``, so memory stays bounded for large tables and the bytes do
 not depend on how the caller consumes the chunks.
 
-The DVC stage runs ``python -m amas.datasets.sample --out PATH --params params.yaml`` and
-reads the ``sample: {rows, seed}`` section; a Prefect task calls ``write_subjects``.
+The pipeline's ``generate`` stage builds its people table from these chunks
+(``amas.datasets.generate``). ``python -m amas.datasets.sample --out PATH --params FILE`` writes
+the table alone as CSV from a params file with a ``sample: {rows, seed}`` section.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
-import secrets
 import sys
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from amas.errors import AmasError, ConfigError
-from amas.fsutil import fsync_dir
+from amas.fsutil import atomic_write
 
 COLUMNS = (
     "subject_id",
@@ -275,39 +276,24 @@ def write_subjects(path: str | os.PathLike[str], rows: int, seed: int) -> Path:
     never a partial write.
     """
     params = SampleParams(rows, seed)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    # os.open with 0o666 honours the umask, unlike mkstemp's fixed 0o600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(fd, "w", encoding="utf-8", newline="") as out:
-            for index, chunk in enumerate(iter_subject_chunks(params.rows, params.seed)):
-                _csv_frame(chunk).to_csv(
-                    out, index=False, header=index == 0, lineterminator="\n"
-                )
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
-    return target
+
+    def write(sink: BinaryIO) -> None:
+        # newline="" and "\n" terminators: the same bytes on every platform.
+        out = io.TextIOWrapper(sink, encoding="utf-8", newline="", write_through=True)
+        for index, chunk in enumerate(iter_subject_chunks(params.rows, params.seed)):
+            _csv_frame(chunk).to_csv(out, index=False, header=index == 0, lineterminator="\n")
+        out.flush()
+        out.detach()  # atomic_write fsyncs and closes the file itself
+
+    return atomic_write(Path(path), write)
 
 
 def load_params(path: str | os.PathLike[str]) -> SampleParams:
     """Read and validate the ``sample`` section of a params file."""
+    from amas.pipeline.params import read_params_file
+
     where = Path(path)
-    try:
-        document = yaml.safe_load(where.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: params file not found") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{where}: not valid YAML{at}") from None
-    section = document.get(PARAMS_SECTION) if isinstance(document, dict) else None
+    section = read_params_file(where).get(PARAMS_SECTION)
     if not isinstance(section, dict):
         raise ConfigError(
             f"{where}: needs a '{PARAMS_SECTION}:' section with rows and seed"

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from amas.pipeline.workspace import copy_pipeline
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-PIPELINE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore",
-                  "erasures/subjects.json")
 
 
 def md5(path: Path) -> str:
@@ -41,17 +39,6 @@ def set_params(root: Path, section: str, **values: object) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-
-
-def copy_pipeline(work: Path) -> Path:
-    for name in PIPELINE_FILES:
-        (work / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, work / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(REPO / "amas", work / "amas", ignore=ignore)
-    shutil.copytree(REPO / "expectations", work / "expectations")
-    subprocess.run(["git", "init", "-q"], cwd=work, check=True, timeout=60)
-    return work
 
 
 def isolated_dvc_env(tmp_path: Path) -> dict[str, str]:
