@@ -25,7 +25,7 @@ from amas.errors import AmasError
 from amas.lineage import LineageEmitter
 from amas.pipeline import dvc
 from amas.pipeline.runner import check_params, project_root, run_stage
-from amas.pipeline.stages import STAGES
+from amas.pipeline.stages import stages_until
 from amas.quality import QualityReport, ValidationFailed
 from amas.storage import open_storage
 from flows._lineage import flow_lineage
@@ -104,9 +104,7 @@ def data_pipeline(params: PipelineInput = PipelineInput()) -> dict[str, Any] | S
     log = get_run_logger()
     settings = get_settings()
     root = Path(params.workspace).resolve() if params.workspace else project_root()
-    names = list(STAGES)
-    if params.until:
-        names = names[: names.index(params.until) + 1]
+    names = stages_until(params.until)
     check_params(root)
     ran: list[dict[str, Any]] = []
     skipped: list[str] = []

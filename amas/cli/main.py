@@ -245,14 +245,12 @@ def pipeline_run(
     """
     from amas.pipeline import dvc
     from amas.pipeline.runner import check_params, project_root
-    from amas.pipeline.stages import STAGES
+    from amas.pipeline.stages import stages_until
 
     root = project_root()
     check_params(root)
     if dry_run:
-        names = list(STAGES)
-        if until is not None:
-            names = names[: names.index(until.value) + 1]
+        names = stages_until(until.value if until else None)
         plan = []
         upstream_runs = False
         for name in names:

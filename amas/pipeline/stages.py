@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -476,5 +476,7 @@ STAGES: dict[str, Stage] = {
 """In pipeline order: every stage's deps are outputs of stages before it."""
 
 
-def stage_names() -> Sequence[str]:
-    return tuple(STAGES)
+def stages_until(last: str | None = None) -> list[str]:
+    """Stage names in pipeline order, up to and including ``last`` (all when it is None)."""
+    names = list(STAGES)
+    return names if last is None else names[: names.index(last) + 1]
