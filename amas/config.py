@@ -151,6 +151,42 @@ class RetentionSettings(BaseSettings):
     batch_size: int = Field(10000, ge=1, le=1000000, description="Rows per retention batch; each batch is its own transaction.")
 
 
+class BackupSettings(BaseSettings):
+    model_config = _config("AMAS_BACKUP_")
+    public: ClassVar[frozenset[str]] = frozenset({
+        "url", "scratch_url", "compression_level", "threads", "encrypt", "keep_last", "keep_daily", "keep_weekly",
+        "keep_monthly", "keep_yearly", "max_age_hours", "verify_sample_rows",
+    })
+
+    url: str | None = Field(None, description="Where backups go: a directory path (or file://...) or s3://bucket/prefix; empty means the AMAS storage (AMAS_STORAGE_URL), under backups/.")
+    scratch_url: str | None = Field(None, description="PostgreSQL URL of a database on the server where restore verification may CREATE and DROP scratch databases; empty means the store's server, database postgres.")
+    compression_level: int = Field(3, ge=1, le=19, description="zstd level of backup objects (1 fastest; 3 is zstd's default).")
+    threads: int = Field(2, ge=0, le=64, description="zstd compression threads (0: compress in the calling thread) and pg_restore jobs.")
+    encrypt: bool | None = Field(None, description="Encrypt backups with AES-256-GCM under AMAS_ENCRYPTION_KEY; empty means: when that key is set.")
+    keep_last: int = Field(3, ge=0, le=10000, description="GFS rotation: keep the newest N backups.")
+    keep_daily: int = Field(7, ge=0, le=10000, description="GFS rotation: keep the newest backup of each of the last N days that have one.")
+    keep_weekly: int = Field(4, ge=0, le=10000, description="GFS rotation: the same per ISO week.")
+    keep_monthly: int = Field(12, ge=0, le=10000, description="GFS rotation: the same per month.")
+    keep_yearly: int = Field(3, ge=0, le=10000, description="GFS rotation: the same per year.")
+    max_age_hours: float = Field(26.0, gt=0, le=24 * 366, description="RPO limit: a newest verified backup older than this is reported as stale (a failure).")
+    verify_sample_rows: int = Field(20000, ge=100, le=100000000, description="Restore verification runs the store's Great Expectations suites on at most this many rows per table (row counts and content digests always cover every row).")
+
+    @field_validator("url")
+    @classmethod
+    def _check_scheme(cls, value: str | None) -> str | None:
+        return StorageSettings._check_scheme(value)
+
+    @field_validator("scratch_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        url = normalise_database_url(value.strip())
+        if make_url(url).get_backend_name() != "postgresql":
+            raise ValueError("must be a postgresql:// URL (scratch databases are only needed for a PostgreSQL store)")
+        return url
+
+
 class LLMProvider(BaseModel):
     """One language-model endpoint in ``AMAS_LLM_PROVIDERS``; the key is never shown."""
 
@@ -282,6 +318,7 @@ class Settings(BaseModel):
     agents: AgentSettings
     llm: LLMSettings
     retention: RetentionSettings
+    backup: BackupSettings
 
     @property
     def database_url(self) -> str:
@@ -312,7 +349,8 @@ class Settings(BaseModel):
             "prefect": {"api_url": self.prefect_api_url},
         }
         shown: dict[str, dict[str, Any]] = {}
-        for concern in ("core", "database", "storage", "lineage", "prefect", "agents", "llm", "retention"):
+        for concern in ("core", "database", "storage", "lineage", "prefect", "agents", "llm", "retention",
+                        "backup"):
             section: BaseSettings = getattr(self, concern)
             values: dict[str, Any] = {}
             for name in type(section).model_fields:
@@ -340,6 +378,7 @@ ENV_PREFIXES = {
     "agents": "AMAS_AGENTS_",
     "llm": "AMAS_LLM_",
     "retention": "AMAS_RETENTION_",
+    "backup": "AMAS_BACKUP_",
 }
 _CLASSES: dict[str, type[BaseSettings]] = {
     "core": CoreSettings,
@@ -350,6 +389,7 @@ _CLASSES: dict[str, type[BaseSettings]] = {
     "agents": AgentSettings,
     "llm": LLMSettings,
     "retention": RetentionSettings,
+    "backup": BackupSettings,
 }
 
 

@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.plugins.postgres",
     "tests.plugins.store",
     "tests.plugins.s3",
+    "tests.plugins.faulty_http",
     "tests.plugins.prefect_server",
     "tests.plugins.agents",
     "tests.plugins.llm_replay",

@@ -92,7 +92,7 @@ class S3Storage:
         config = Config(
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             read_timeout=READ_TIMEOUT_SECONDS,
-            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
             # Self-hosted S3 (MinIO, moto) rarely has wildcard DNS for bucket subdomains.
             s3={"addressing_style": "path" if endpoint_url else "auto"},
         )

@@ -1,0 +1,1 @@
+"""Backups with restore verification."""
