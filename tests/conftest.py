@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.plugins.web_servers",
     "tests.plugins.stack",
     "tests.plugins.pipeline",
+    "tests.plugins.backup",
 ]
 
 

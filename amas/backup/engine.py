@@ -332,7 +332,9 @@ def _write_objects(engine: Engine, settings: Settings, storage: Storage, source_
         id=backup_id, started_at=started, finished_at=utcnow(),
         source={"store": {"dialect": dialect, "server_version": snapshot.server_version,
                           "database": engine.url.database if dialect == "postgresql" else Path(engine.url.database or "").name},
-                "storage": source_storage.url},
+                "storage": source_storage.url,
+                # Artifact rows name their objects under this base (AMAS_STORAGE_URL as configured).
+                "artifact_uri_base": settings.storage_url},
         tools=tools, compression={"algorithm": "zstd", "level": settings.backup.compression_level, "checksum": True},
         encryption=Encryption(chunk_size=CHUNK_SIZE, key_id=key_id(crypt_key)) if crypt_key is not None else None,
         objects=objects, digest_method=digest_method, tables=snapshot.digests,

@@ -272,8 +272,12 @@ def check_quality(engine: Engine, settings: Settings, verdict: Verdict) -> None:
 
 
 def check_erasures(engine: Engine, settings: Settings, verdict: Verdict, *, target_storage: Storage | None,
-                   ledger_storage: Storage) -> dict[str, int]:
-    """Merge the published ledger into the restored store, re-apply it, and require no listed subject left."""
+                   ledger_storage: Storage, source_storage_url: str = "") -> dict[str, int]:
+    """Merge the published ledger into the restored store, re-apply it, and require no listed subject left.
+
+    Artifact rows name their objects by the URL of the storage the backup was taken from
+    (``source_storage_url``); their restored copies in ``target_storage`` are deleted by that key.
+    """
     from sqlalchemy.orm import Session
 
     from amas.db.ledger import erasure_key
@@ -285,8 +289,7 @@ def check_erasures(engine: Engine, settings: Settings, verdict: Verdict, *, targ
         entries = published_ledger(ledger_storage)
         with Session(engine) as session, session.begin():
             totals = reapply_ledger(session, key, storage=target_storage, entries=entries,
-                                    storage_url=target_storage.url if target_storage is not None else "",
-                                    actor="restore")
+                                    storage_url=source_storage_url, actor="restore")
         with Session(engine) as session:
             left = ledger_violations(session, key)
     except Exception as exc:  # noqa: BLE001 - reported as the check's failure
@@ -440,7 +443,8 @@ def restore_backup(backup_id: str, target_url: str, settings: Settings, *, artif
                 if artifacts_target is not None:
                     check_archive(storage, manifest, key, verdict, target=artifacts_target)
                 outcome.erasures = check_erasures(restored, settings, verdict, target_storage=artifacts_target,
-                                                  ledger_storage=open_storage(settings))
+                                                  ledger_storage=open_storage(settings),
+                                                  source_storage_url=str(manifest.source.get("artifact_uri_base") or ""))
     verdict.seconds = time.perf_counter() - clock
     return outcome
 

@@ -176,3 +176,53 @@ def list_requests(fmt: Format = typer.Option(Format.table, "--format", help="tab
     console.print(table)
     if not rows:
         console.print("no GDPR requests yet")
+
+
+@gdpr_app.command("reapply")
+def reapply(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only count the listed subjects present; change nothing."),
+    fmt: Format = typer.Option(Format.table, "--format", help="table or json"),
+) -> None:
+    """Erase again everyone the erasure ledger lists, in the configured store (after a restore by hand).
+
+    The ledger published in storage (gdpr/ledger.json) is merged into the store's own first. Exit 1 if a
+    listed subject is still present afterwards.
+    """
+    from sqlalchemy.orm import Session
+
+    from amas.cli.main import console
+    from amas.config import get_settings
+    from amas.db.ledger import erasure_key
+    from amas.db.migrate import require_current_schema
+    from amas.db.session import check_connection, get_engine
+    from amas.errors import AmasError
+    from amas.gdpr.reapply import ledger_violations, merge_ledger, published_ledger, reapply_ledger
+    from amas.storage import open_storage
+
+    settings = get_settings()
+    engine = get_engine(settings)
+    check_connection(engine)
+    require_current_schema(engine)
+    storage = open_storage(settings)
+    key = erasure_key(settings)
+    entries = published_ledger(storage)
+    with Session(engine) as session, session.begin():
+        if dry_run:
+            merged = merge_ledger(session, entries)
+            present = ledger_violations(session, key)
+            session.rollback()
+            result = {"dry_run": True, "ledger_entries_merged": merged, "listed_subjects_present": present}
+        else:
+            totals = reapply_ledger(session, key, storage=storage, storage_url=settings.storage_url, entries=entries,
+                                    actor="cli:gdpr-reapply")
+            result = {"dry_run": False, **totals}
+    if not dry_run:
+        with Session(engine) as session:
+            result["listed_subjects_present"] = ledger_violations(session, key)
+    if fmt is Format.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for name, value in result.items():
+            console.print(f"{name}: {value}", highlight=False)
+    if not dry_run and result["listed_subjects_present"]:
+        raise AmasError(f"{result['listed_subjects_present']} subjects the ledger lists are still present")

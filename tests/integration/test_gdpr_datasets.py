@@ -3,7 +3,8 @@
 The pipeline runs in a copied workspace (lineage recorded, data pushed to the local remote); a
 generated person is also a store subject with a task, a result and an evidence object. The flow
 erases them; the test then reads every dataset file, the DVC cache, the remote and the store,
-and checks the certificate lists each place.
+checks the certificate lists each place, and restores a backup taken before the erasure to show
+the person does not come back (issue 5's "done when", with issue 8's backups).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
 
+from amas.backup.engine import run_backup
+from amas.backup.verify import restore_backup, verify_backup
 from amas.config import get_settings
 from amas.db.ledger import erasure_key, subject_digest
 from amas.db.migrate import upgrade
 from amas.db.models import AgentTask, Artifact, DataSubject, TaskResult
-from amas.db.session import get_engine, session_scope
+from amas.db.session import create_store_engine, get_engine, session_scope
+from amas.gdpr.reapply import ledger_violations
 from amas.gdpr.datasets import rerun_changed_stages
 from amas.gdpr.erasure_list import ERASURE_LIST
 from amas.pipeline import dvc
@@ -66,7 +70,7 @@ def cache_object(work: Path, md5: str) -> Path:
 
 
 def test_the_flow_erases_a_person_from_store_storage_datasets_and_old_versions(
-        prefect_api: str, pipeline_workspace: Path) -> None:
+        prefect_api: str, pipeline_workspace: Path, tmp_path: Path) -> None:
     from flows.gdpr_flow import ErasureInput, gdpr_erase
 
     work = pipeline_workspace
@@ -97,6 +101,9 @@ def test_the_flow_erases_a_person_from_store_storage_datasets_and_old_versions(
         session.add(Artifact(uri=f"{base}/evidence/person/statement.txt", sha256=info.sha256,
                              size_bytes=info.size, task_id=task.id))
         subject_id = subject.id
+
+    # A backup taken before the erasure holds the person in the store, the artifacts and the DVC index.
+    older = run_backup(engine, settings)
 
     summary = gdpr_erase(params=ErasureInput(subject=person["email"].upper(), dry_run=False,
                                              workspace=str(work)))
@@ -148,6 +155,31 @@ def test_the_flow_erases_a_person_from_store_storage_datasets_and_old_versions(
     assert person["email"] not in text and person["subject_id"] not in text and person["full_name"] not in text
     artifact = read_artifacts(f"gdpr-certificate-{summary['request'].lower()}")
     assert artifact and "Certificate of erasure" in artifact[0].data
+
+    # The older backup, restored, does not bring the person back: verification re-applies the
+    # ledger in its scratch copy, and a restore does it in the target store and artifact location.
+    verdict = verify_backup(older.id, settings, engine=engine)
+    assert verdict.ok, verdict.summary
+    assert "1 restored subjects erased again; 0 listed subjects present" in \
+        next(c.detail for c in verdict.checks if c.name == "erasures")
+    restored_db, restored_objects = tmp_path / "restored.db", tmp_path / "restored-storage"
+    restored = restore_backup(older.id, f"sqlite:///{restored_db}", settings, artifacts_url=str(restored_objects))
+    assert restored.verdict.ok, restored.verdict.summary
+    assert restored.erasures["subjects"] == 1
+    old_engine = create_store_engine(f"sqlite:///{restored_db}")
+    try:
+        with session_scope(old_engine) as session:
+            row = session.get(DataSubject, subject_id)
+            assert row is not None and row.erased_at is not None and row.email is None
+            assert session.scalars(select(AgentTask).where(AgentTask.subject_id == subject_id)).first() is None
+            assert ledger_violations(session, key) == 0
+    finally:
+        old_engine.dispose()
+    assert not (restored_objects / "evidence/person/statement.txt").exists()
+    written = next(c.detail for c in restored.verdict.checks if c.name == "artifacts")
+    assert written.startswith("1 objects") and "written to" in written  # restored, then erased again
+    index = storage.get(older.manifest.object("dvc-index").key)  # type: ignore[union-attr]
+    assert person["email"].encode() not in index and person["subject_id"].encode() not in index
 
     # Idempotent: a second request finds nothing and rewrites nothing.
     again = gdpr_erase(params=ErasureInput(subject=person["email"], dry_run=False, workspace=str(work)))
