@@ -113,7 +113,7 @@ def read_archive(stream: BinaryIO, target: Storage | None = None, *, name: str =
     """Walk a tar stream, checking every member; with ``target``, put each object there."""
     index = ArchiveIndex()
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=_CheckedTarInfo) as tar:
             for member in tar:
                 if not member.isreg():
                     raise CorruptObject(f"{name}: member {member.name!r} is not a regular file")
@@ -136,6 +136,26 @@ def read_archive(stream: BinaryIO, target: Storage | None = None, *, name: str =
     except tarfile.TarError as exc:
         raise CorruptObject(f"{name}: not a valid tar archive ({exc})") from None
     return index
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    """Refuses a tar that stops without its end-of-archive block.
+
+    ``tarfile`` ends the member list quietly when a header after the first is missing, short or
+    damaged, so a stream cut at a member boundary (or a writer that failed half way) would read
+    as a shorter, valid archive.
+    """
+
+    @classmethod
+    def fromtarfile(cls, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(archive)
+        except tarfile.EOFHeaderError:
+            raise  # a zero block: the end-of-archive marker
+        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError) as exc:
+            raise tarfile.ReadError(f"truncated: the archive has no end-of-archive block ({exc})") from None
+        except tarfile.InvalidHeaderError as exc:
+            raise tarfile.ReadError(f"damaged member header at byte {archive.offset} ({exc})") from None
 
 
 class _HashingSource:

@@ -7,12 +7,17 @@ both. An unencrypted object is a plain ``.zst`` file: ``zstd -d`` reads it.
 
 Encryption format ``amas-aead-1`` (the STREAM construction of Hoang, Reyhanitabar, Rogaway and
 Vizár, as in age and Tink), so every chunk is authenticated before any of its bytes are used
-and a cut, reordered or spliced stream is refused:
+and a cut, reordered or spliced stream is refused. Each object is sealed under its own key,
+derived from the backup key and a random salt, so nonces never repeat across objects however
+many backups one key makes:
 
-    header   = b"AMASAEAD" | version (1 byte, = 1) | chunk size (4 bytes, big-endian) | nonce prefix (7 random bytes)
-    chunk i  = AES-256-GCM(key, nonce = prefix | i (4 bytes, big-endian) | last (1 byte: 1 on the final chunk, else 0),
-                            plaintext = the next chunk-size bytes (the final chunk may be shorter or empty),
-                            associated data = header)   -> ciphertext | 16-byte tag
+    header     = b"AMASAEAD" | version (1 byte, = 1) | chunk size (4 bytes, big-endian)
+                 | salt (16 random bytes) | nonce prefix (7 random bytes)          -> 36 bytes
+    object key = HKDF-SHA256(backup key, salt = salt, info = b"amas-aead-1 object key", 32 bytes)
+    chunk i    = AES-256-GCM(object key, nonce = prefix | i (4 bytes, big-endian) | last (1 byte: 1 on
+                              the final chunk, else 0),
+                              plaintext = the next chunk-size bytes (the final chunk may be shorter or
+                              empty), associated data = header)   -> ciphertext | 16-byte tag
 
 A stream ends with exactly one chunk whose last byte is 1; a stream cut at a chunk boundary
 lacks it and fails. ``key_id`` names a key without revealing it, so a manifest can say which key
@@ -30,7 +35,9 @@ from typing import BinaryIO
 
 import zstandard
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from amas.errors import AmasError
 
@@ -38,13 +45,19 @@ MAGIC = b"AMASAEAD"
 VERSION = 1
 CHUNK_SIZE = 1024 * 1024
 TAG_SIZE = 16
-HEADER = struct.Struct(">8sBI7s")
+HEADER = struct.Struct(">8sBI16s7s")
+KDF_INFO = b"amas-aead-1 object key"
 FORMAT_NAME = "amas-aead-1"
 READ_SIZE = 1024 * 1024
 
 
 class CorruptObject(AmasError):
     """The bytes are not what was written: truncated, altered, or sealed with another key."""
+
+
+def object_key(key: bytes, salt: bytes) -> bytes:
+    """The AES-256-GCM key of one object (HKDF-SHA256 of the backup key with the object's salt)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=KDF_INFO).derive(key)
 
 
 def key_id(key: bytes) -> str:
@@ -120,11 +133,12 @@ class EncryptingReader(_Reader):
     def __init__(self, source: BinaryIO, key: bytes, *, chunk_size: int = CHUNK_SIZE) -> None:
         super().__init__()
         self._source = source
-        self._aead = AESGCM(key)
+        salt = os.urandom(16)
+        self._aead = AESGCM(object_key(key, salt))
         self._chunk_size = chunk_size
         prefix = os.urandom(7)
         self._prefix = prefix
-        self._header = HEADER.pack(MAGIC, VERSION, chunk_size, prefix)
+        self._header = HEADER.pack(MAGIC, VERSION, chunk_size, salt, prefix)
         self._counter = 0
         self._pending: bytes | None = None
         self._started = False
@@ -161,16 +175,16 @@ class DecryptingReader(_Reader):
     def __init__(self, source: BinaryIO, key: bytes, *, name: str = "object") -> None:
         super().__init__()
         self._source = source
-        self._aead = AESGCM(key)
         self._name = name
         header = read_full(source, HEADER.size)
         if len(header) < HEADER.size:
             raise CorruptObject(f"{name}: too short for an encrypted backup object ({len(header)} bytes)")
-        magic, version, chunk_size, prefix = HEADER.unpack(header)
+        magic, version, chunk_size, salt, prefix = HEADER.unpack(header)
         if magic != MAGIC:
             raise CorruptObject(f"{name}: not an {FORMAT_NAME} stream (bad magic)")
         if version != VERSION or not 0 < chunk_size <= 64 * 1024 * 1024:
             raise CorruptObject(f"{name}: unsupported {FORMAT_NAME} header (version {version}, chunk size {chunk_size})")
+        self._aead = AESGCM(object_key(key, salt))
         self._header = header
         self._prefix = prefix
         self._sealed_size = chunk_size + TAG_SIZE
@@ -218,6 +232,7 @@ class ZstdDecodingReader(_Reader):
         self._decompressor = zstandard.ZstdDecompressor()
         self._frame = self._decompressor.decompressobj()
         self._in_frame = False
+        self._frames_started = False
 
     def _produce(self) -> bytes:
         while True:
@@ -225,7 +240,11 @@ class ZstdDecodingReader(_Reader):
             if not chunk:
                 if self._in_frame:
                     raise CorruptObject(f"{self._name}: truncated (the zstd frame does not end)")
+                if not self._frames_started:
+                    # ``encode`` writes a frame even for empty input: no bytes at all is a cut object.
+                    raise CorruptObject(f"{self._name}: truncated (empty, not even one zstd frame)")
                 return b""
+            self._frames_started = True
             out = []
             while chunk:
                 self._in_frame = True

@@ -89,7 +89,8 @@ class Manifest(BaseModel):
         if self.hmac is None:
             raise CorruptObject("manifest.json of an encrypted backup has no hmac")
         expected = hmac.new(_mac_key(key), self.unsigned_bytes(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, self.hmac):
+        # Bytes, not str: compare_digest raises TypeError on a non-ASCII str (an edited hmac field).
+        if not hmac.compare_digest(expected.encode(), self.hmac.encode()):
             raise CorruptObject("manifest.json fails its HMAC: it was edited after the backup was written")
 
     def to_bytes(self) -> bytes:

@@ -25,11 +25,11 @@ import hashlib
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
@@ -47,6 +47,7 @@ from amas.storage import Storage, open_storage, storage_for_url
 from amas.storage.base import ObjectNotFound
 
 COPY_CHUNK = 4 * 1024 * 1024
+T = TypeVar("T")
 
 
 @dataclass
@@ -88,6 +89,11 @@ class Verdict:
                 "seconds": round(self.seconds, 3), "checks": [asdict(c) for c in self.checks]}
 
 
+def _copy(source: BinaryIO, out: BinaryIO) -> None:
+    while chunk := source.read(COPY_CHUNK):
+        out.write(chunk)
+
+
 class _Fetch:
     """Reads a stored object, hashing and counting what it reads."""
 
@@ -112,11 +118,24 @@ class _Fetch:
                                 f"{entry.sha256[:16]}…")
 
 
-@contextlib.contextmanager
-def _decoded(storage: Storage, entry: ObjectEntry, key: bytes | None) -> Iterator[tuple[BinaryIO, _Fetch]]:
+def read_object(storage: Storage, entry: ObjectEntry, key: bytes | None, consume: Callable[[BinaryIO], T]) -> T:
+    """``consume`` the decoded object, then require the stored bytes to match the manifest.
+
+    When decoding fails, the stored bytes are still read to the end: a sha256 that differs is
+    the primary finding (the object changed after it was written) and is reported first.
+    """
     with storage.open(entry.key) as raw:
         fetch = _Fetch(raw)
-        yield decode(fetch, key=key, name=entry.key), fetch  # type: ignore[arg-type]
+        try:
+            result = consume(decode(fetch, key=key, name=entry.key))  # type: ignore[arg-type]
+        except CorruptObject as exc:
+            try:
+                fetch.check(entry)
+            except CorruptObject as stored:
+                raise CorruptObject(f"{stored}; decoding it failed too ({exc})") from None
+            raise
+        fetch.check(entry)
+        return result
 
 
 def load_manifest(storage: Storage, backup_id: str, key: bytes | None) -> Manifest:
@@ -187,10 +206,8 @@ def restored_store(storage: Storage, manifest: Manifest, key: bytes | None, sett
         plain = Path(scratch_dir) / ("store.dump" if dialect == "postgresql" else "store.sqlite")
         start = time.perf_counter()
         with _timed(verdict, "fetch") as note:
-            with _decoded(storage, entry, key) as (stream, fetch), plain.open("wb") as out:
-                while chunk := stream.read(COPY_CHUNK):
-                    out.write(chunk)
-                fetch.check(entry)
+            with plain.open("wb") as out:
+                read_object(storage, entry, key, lambda stream: _copy(stream, out))
             note["detail"] = (f"{entry.size:,} stored bytes match their sha256; {plain.stat().st_size:,} bytes "
                               f"after {'decryption and ' if key else ''}decompression")
         if note.get("failed"):
@@ -309,9 +326,8 @@ def check_archive(storage: Storage, manifest: Manifest, key: bytes | None, verdi
         verdict.add("artifacts", False, "the manifest lists no artifacts object")
         return
     with _timed(verdict, "artifacts") as note:
-        with _decoded(storage, entry, key) as (stream, fetch):
-            index = artifacts_source.read_archive(stream, target, name=entry.key)
-            fetch.check(entry)
+        index = read_object(storage, entry, key,
+                            lambda stream: artifacts_source.read_archive(stream, target, name=entry.key))
         want = entry.details
         if index.sha256 != want.get("index_sha256") or index.objects != want.get("objects"):
             raise CorruptObject(f"{entry.key}: {index.objects} objects whose index digest differs from the "
@@ -325,9 +341,8 @@ def check_dvc_index(storage: Storage, manifest: Manifest, key: bytes | None, ver
     if entry is None:
         return
     with _timed(verdict, "dvc-index") as note:
-        with _decoded(storage, entry, key) as (stream, fetch):
-            lines = [json.loads(line) for line in stream.read().splitlines() if line.strip()]
-            fetch.check(entry)
+        lines = read_object(storage, entry, key, lambda stream: [
+            json.loads(line) for line in stream.read().splitlines() if line.strip()])
         note["detail"] = f"{len(lines)} DVC remote objects listed"
 
 

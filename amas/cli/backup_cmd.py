@@ -38,6 +38,14 @@ def _ready_engine() -> Any:
     return engine
 
 
+def _check_settings(settings: Any) -> None:
+    """Settings mistakes (the key, the backup URL) as one line before any flow starts."""
+    from amas.backup.engine import backup_key, backup_storage
+
+    backup_key(settings)
+    backup_storage(settings)
+
+
 def _size(n: int | None) -> str:
     if n is None:
         return ""
@@ -71,6 +79,7 @@ def run_cmd(
     from amas.cli.main import console, flow_result, use_stack_api
 
     settings = get_settings()
+    _check_settings(settings)
     _ready_engine()
     use_stack_api(settings)
     from flows.backup_flow import UNVERIFIED, BackupInput, backup
@@ -102,6 +111,7 @@ def verify_cmd(
     from amas.cli.main import console, flow_result, use_stack_api
 
     settings = get_settings()
+    _check_settings(settings)
     _ready_engine()
     use_stack_api(settings)
     from flows.backup_flow import UNVERIFIED, backup_verify
@@ -206,11 +216,12 @@ def restore_cmd(
 
     Refuses a non-empty target unless --force. Needs neither Prefect nor the AMAS store. Exit 1 when a check fails.
     """
-    from amas.backup.engine import backup_storage
+    from amas.backup.engine import backup_key, backup_storage
     from amas.backup.verify import restore_backup, select_backup
     from amas.cli.main import console
 
     settings = get_settings()
+    backup_key(settings)  # a key setting mistake is reported before anything is fetched
     storage = backup_storage(settings)
     chosen = select_backup(None, storage, backup_id)
     with console.status(f"restoring {chosen}…"):
