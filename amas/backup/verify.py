@@ -255,6 +255,19 @@ def check_digests(engine: Engine, manifest: Manifest, verdict: Verdict) -> None:
     _compare_digests(verdict, manifest, found, time.perf_counter() - start)
 
 
+def check_contents(engine: Engine, manifest: Manifest, settings: Settings, verdict: Verdict) -> None:
+    """Digests (database CPU) and the GX suites (our CPU) side by side; recorded in that order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    quality = Verdict(verdict.backup_id)
+    with ThreadPoolExecutor(1, thread_name_prefix="verify-quality") as pool:
+        running = pool.submit(check_quality, engine, settings, quality)
+        check_digests(engine, manifest, verdict)
+        running.result()
+    for check in quality.checks:
+        verdict.add(check.name, check.ok, check.detail, check.seconds)
+
+
 def check_quality(engine: Engine, settings: Settings, verdict: Verdict) -> None:
     """The store suites (``meta.dataset: store.<table>``) on at most verify_sample_rows rows per table."""
     import pandas as pd
@@ -382,8 +395,7 @@ def verify_backup(backup_id: str, settings: Settings, *, engine: Engine | None =
         if _check_objects(storage, manifest, verdict):
             with restored_store(storage, manifest, key, settings, verdict) as restored:
                 if restored is not None:
-                    check_digests(restored, manifest, verdict)
-                    check_quality(restored, settings, verdict)
+                    check_contents(restored, manifest, settings, verdict)
                     check_erasures(restored, settings, verdict, target_storage=None,
                                    ledger_storage=open_storage(settings))
             check_archive(storage, manifest, key, verdict)

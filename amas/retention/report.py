@@ -151,25 +151,37 @@ def _gdpr(engine: Engine, since: datetime, as_of: datetime) -> list[dict[str, An
 
 
 def _backups(engine: Engine, as_of: datetime) -> dict[str, Any]:
+    """Backup freshness: RPO is the age of the newest *verified* backup (one never restored does not count)."""
     good = (BackupStatus.completed, BackupStatus.verified, BackupStatus.unverified)
     with session_scope(engine) as session:
         latest = session.scalars(select(Backup).where(Backup.status.in_(good), Backup.finished_at.is_not(None))
                                  .order_by(Backup.finished_at.desc()).limit(1)).first()
+        verified = session.scalars(select(Backup).where(Backup.status == BackupStatus.verified,
+                                                        Backup.finished_at.is_not(None))
+                                   .order_by(Backup.finished_at.desc()).limit(1)).first()
         verifications = session.scalars(select(Backup).where(Backup.verified_at.is_not(None))
                                         .order_by(Backup.verified_at.desc()).limit(10)).all()
         total = int(session.scalar(select(func.count()).select_from(Backup)) or 0)
         history = [{"backup": b.id, "verified_at": _iso(b.verified_at), "status": b.status.value,
                     "rto_seconds": b.rto_seconds,
-                    "verdict": (b.verification or {}).get("verdict") or (b.verification or {}).get("ok")}
+                    "verdict": (b.verification or {}).get("summary") or (b.verification or {}).get("ok")}
                    for b in verifications]
     if latest is None or latest.finished_at is None:
-        return {"recorded": total, "latest": None, "rpo_hours": None, "verifications": history,
+        return {"recorded": total, "latest": None, "latest_verified": None, "rpo_hours": None,
+                "verifications": history,
                 "summary": "no backups recorded" if total == 0 else "no completed backup recorded"}
-    age = (as_of - latest.finished_at).total_seconds() / 3600
-    return {"recorded": total, "latest": {"id": latest.id, "finished_at": _iso(latest.finished_at),
-                                          "status": latest.status.value, "source": latest.source},
-            "rpo_hours": round(age, 1), "verifications": history,
-            "summary": f"latest backup {latest.id} finished {age:.1f} hours before the report"}
+    shown = {"id": latest.id, "finished_at": _iso(latest.finished_at), "status": latest.status.value,
+             "source": latest.source}
+    if verified is None or verified.finished_at is None:
+        return {"recorded": total, "latest": shown, "latest_verified": None, "rpo_hours": None,
+                "verifications": history,
+                "summary": f"no verified backup: the latest, {latest.id}, is {latest.status.value}"}
+    age = (as_of - verified.finished_at).total_seconds() / 3600
+    summary = f"newest verified backup {verified.id} finished {age:.1f} hours before the report"
+    if latest.id != verified.id:
+        summary += f"; the latest, {latest.id}, is {latest.status.value}"
+    return {"recorded": total, "latest": shown, "latest_verified": verified.id, "rpo_hours": round(age, 1),
+            "verifications": history, "summary": summary}
 
 
 def _chain(engine: Engine) -> dict[str, Any]:

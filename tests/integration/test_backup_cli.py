@@ -68,7 +68,9 @@ def _damage(where: str, key: str, bucket: S3Bucket | None) -> None:
     client.put_object(Bucket=bucket.name, Key=full, Body=bytes(data))
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+# Both dialects and both storages, crossed: the engine tests cover the other pairs.
+@pytest.mark.parametrize(("store_url", "where"), [("sqlite", "local"), ("postgresql", "s3")],
+                         indirect=["store_url"], ids=["sqlite-local", "postgresql-s3"])
 def test_run_verify_list_restore_and_a_damaged_backup(backup_env: BackupEnv, where: str, prefect_server: str,
                                                         request: pytest.FixtureRequest,
                                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
