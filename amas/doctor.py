@@ -168,8 +168,33 @@ def check_llm(settings: Settings) -> Finding:
     return Finding("llm", True, f"{len(providers)} provider(s) in failover order: {names}")
 
 
+def check_backup(settings: Settings) -> Finding:
+    """The backup key decodes, the backup storage opens, and a PostgreSQL store has client tools new enough."""
+    from sqlalchemy.engine import make_url
+
+    from amas.backup.engine import backup_key, backup_storage
+    from amas.backup.store import tool_version
+
+    key = backup_key(settings)
+    storage = backup_storage(settings)
+    parts = [f"to {storage.url}", "encrypted (AES-256-GCM)" if key else "not encrypted (no AMAS_ENCRYPTION_KEY)"]
+    if make_url(settings.database_url).get_backend_name() == "postgresql":
+        engine = get_engine(settings)
+        check_connection(engine)
+        with engine.connect() as conn:
+            server = int(conn.exec_driver_sql("SHOW server_version_num").scalar_one()) // 10000
+        for tool in ("pg_dump", "pg_restore"):
+            version = tool_version(tool)
+            major = int(version.split(".")[0]) if version[:1].isdigit() else 0
+            if major < server:
+                return Finding("backup", False, f"{tool} {version} is older than the PostgreSQL {server} server",
+                               f"install postgresql-client-{server} (pg_dump refuses newer servers)")
+        parts.append(f"pg_dump/pg_restore {version} for server {server}")
+    return Finding("backup", True, "; ".join(parts))
+
+
 CHECKS: list[Check] = [check_python, check_store, check_storage, check_prefect, check_deployments,
-                       check_dvc, check_git, check_disk, check_retention, check_agents, check_llm]
+                       check_dvc, check_git, check_disk, check_retention, check_agents, check_llm, check_backup]
 
 
 def run_checks(settings: Settings, checks: list[Check] = CHECKS) -> list[Finding]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -72,7 +73,8 @@ def tool_version(tool: str) -> str:
         out = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True, timeout=30).stdout
     except FileNotFoundError:
         raise AmasError(f"{tool} is not installed; install PostgreSQL's client tools (Debian: postgresql-client)") from None
-    return out.strip().rsplit(" ", 1)[-1].strip("()") if out else "unknown"
+    found = re.search(r"\d+(?:\.\d+)+", out)  # "pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"
+    return found.group(0) if found else "unknown"
 
 
 def _pg_digests(conn: Any, tables: list[str]) -> dict[str, TableDigest]:

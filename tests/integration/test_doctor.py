@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +13,14 @@ import pytest
 from amas.config import load_settings
 from amas.doctor import (
     check_agents,
+    check_backup,
     check_deployments,
     check_llm,
     check_prefect,
     check_retention,
     check_storage,
     check_store,
+    run_checks,
 )
 from amas.errors import ConfigError
 from amas.stack import PROJECT_DIR
@@ -86,3 +89,15 @@ def test_agents_and_llm_checks_report_what_is_configured(monkeypatch: pytest.Mon
         check_llm(load_settings())
     monkeypatch.setenv("AMAS_TEST_UNSET_KEY", "k-123")
     assert check_llm(load_settings()).detail == "1 provider(s) in failover order: main (openai, m)"
+
+
+def test_backup_check_names_the_tools_and_the_missing_key(store_engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMAS_DATABASE_URL", store_engine.url.render_as_string(hide_password=False))
+    found = check_backup(load_settings())
+    assert found.ok, found.detail
+    if store_engine.dialect.name == "postgresql":
+        assert re.search(r"pg_dump/pg_restore \d+\.\d+ for server \d+", found.detail), found.detail
+    assert "not encrypted (no AMAS_ENCRYPTION_KEY)" in found.detail
+    monkeypatch.setenv("AMAS_BACKUP_ENCRYPT", "true")
+    refused = run_checks(load_settings(), [check_backup])[0]
+    assert not refused.ok and "AMAS_BACKUP_ENCRYPT is true but AMAS_ENCRYPTION_KEY is not set" in refused.detail
