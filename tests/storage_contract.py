@@ -114,6 +114,22 @@ class StorageContract:
         """The backend's own evidence that a large object was written the way it claims."""
         raise NotImplementedError
 
+    def leave_unfinished(self, storage: Storage, key: str) -> None:
+        """What a writer killed half way through uploading ``key`` leaves behind."""
+        raise NotImplementedError
+
+    def test_discard_unfinished_removes_only_unfinished_uploads_under_the_prefix(self, storage: Storage) -> None:
+        storage.put("keep/done", b"x")
+        storage.put("other/done", b"y")
+        self.leave_unfinished(storage, "keep/half")
+        self.leave_unfinished(storage, "other/half")
+        assert storage.discard_unfinished("keep/") == 1
+        assert _keys(storage) == ["keep/done", "other/done"]
+        assert storage.discard_unfinished("") == 1
+        assert storage.discard_unfinished("") == 0
+        self.assert_no_leftovers(storage)
+        assert _keys(storage) == ["keep/done", "other/done"]
+
     def test_is_a_storage(self, storage: Storage) -> None:
         assert isinstance(storage, Storage)
         assert isinstance(storage.url, str) and storage.url

@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -58,6 +59,7 @@ from amas.storage import Storage, open_storage, storage_for_url
 from amas.storage.base import ObjectInfo, StorageUnavailable
 
 LOCK_KEY = 0x414D_4153_0042_4B50  # "AMAS" "BKP"
+SQLITE_COPY_PREFIX = "amas-backup-"
 Progress = Callable[[str, int], None]
 
 
@@ -146,14 +148,34 @@ def delete_backup_objects(storage: Storage, backup_id: str) -> int:
 
 
 def cleanup_incomplete(engine: Engine, storage: Storage, *, actor: str) -> list[str]:
-    """Remove objects of backups that have no manifest (killed or failed runs); their ids."""
+    """Remove what killed or failed runs left: backups without a manifest and unfinished uploads.
+
+    Only the backup lock holder calls this, so nothing under ``backups/`` is being written. A
+    catalogued backup whose manifest is gone is marked deleted: it can no longer be restored.
+    """
     removed = [bid for bid, names in sorted(stored_ids(storage).items()) if "manifest.json" not in names]
     for bid in removed:
         count = delete_backup_objects(storage, bid)
         with session_scope(engine) as session:
+            row = session.get(Backup, bid)
+            if row is not None and row.status is not BackupStatus.deleted:
+                row.status = BackupStatus.deleted
             append_event(session, actor=actor, action="backup.incomplete_removed", entity_type="backup",
-                         entity_id=bid, details={"objects": count})
+                         entity_id=bid, details={"objects": count, "was_catalogued": row is not None})
+    discarded = storage.discard_unfinished(PREFIX)
+    if discarded:
+        with session_scope(engine) as session:
+            append_event(session, actor=actor, action="backup.unfinished_uploads_discarded", entity_type="backup",
+                         details={"uploads": discarded})
     return removed
+
+
+def sweep_sqlite_copies(engine: Engine) -> None:
+    """Delete snapshot copies a killed SQLite backup left next to the store (they hold personal data)."""
+    source = store_source.sqlite_path(engine)
+    for stale in source.parent.glob(f"{SQLITE_COPY_PREFIX}*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def catalog_row(manifest: Manifest, storage: Storage, manifest_sha256: str) -> Backup:
@@ -245,6 +267,8 @@ def run_backup(engine: Engine, settings: Settings, *, storage: Storage | None = 
     crypt_key = backup_key(settings)
     with backup_lock(engine, settings):
         removed = cleanup_incomplete(engine, storage, actor=actor)
+        if engine.dialect.name == "sqlite":
+            sweep_sqlite_copies(engine)
         catalogued = sync_catalog(engine, storage)
         started = utcnow()
         backup_id = new_backup_id(started)
@@ -296,7 +320,7 @@ def _write_objects(engine: Engine, settings: Settings, storage: Storage, source_
         digest_method = store_source.PG_DIGEST_METHOD
     else:
         source = store_source.sqlite_path(engine)
-        with tempfile.TemporaryDirectory(prefix="amas-backup-", dir=source.parent) as scratch:
+        with tempfile.TemporaryDirectory(prefix=SQLITE_COPY_PREFIX, dir=source.parent) as scratch:
             copy = Path(scratch) / "store.sqlite"
             store_source.sqlite_copy(source, copy)
             snapshot = store_source.sqlite_facts(copy)

@@ -215,6 +215,31 @@ def scratch_database(admin_url: str, name: str) -> Iterator[str]:
             conn.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")  # type: ignore[arg-type]
 
 
+SCRATCH_PREFIX = "amas_verify_"
+_SCRATCH_NAME = re.compile(rf"{SCRATCH_PREFIX}(\d+)_\w+")
+
+
+def scratch_name(backup_id: str, now: float) -> str:
+    """``amas_verify_<unix time>_<backup id>``: the time lets a later run drop what a killed one left."""
+    return f"{SCRATCH_PREFIX}{int(now)}_" + "".join(c for c in backup_id.lower() if c.isalnum())[:30]
+
+
+def drop_stale_scratch(admin_url: str, now: float, older_than: float) -> list[str]:
+    """Drop scratch databases older than ``older_than`` seconds (left by killed verifications)."""
+    import psycopg
+
+    dsn = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    dropped: list[str] = []
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        names = [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'amas\\_verify\\_%'")]
+        for name in names:
+            found = _SCRATCH_NAME.fullmatch(name)
+            if found and now - int(found.group(1)) > older_than:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+                dropped.append(name)
+    return dropped
+
+
 def pg_is_empty(url: str) -> bool:
     """Whether the target database has no table in the public schema (a restore will not mix data)."""
     engine = create_engine(url)

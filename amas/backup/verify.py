@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -173,14 +174,22 @@ def _timed(verdict: Verdict, name: str) -> contextlib.AbstractContextManager[dic
     return run()
 
 
+def _difference(found: Any, want: Any) -> str:
+    if found is None:
+        return "missing"
+    if found.rows != want.rows:
+        return f"{found.rows:,} rows, the manifest says {want.rows:,}"
+    return f"{found.rows:,} rows as listed, but the content digest differs"
+
+
 def _compare_digests(verdict: Verdict, manifest: Manifest, found: dict[str, Any], seconds: float) -> None:
     differ = [name for name, want in manifest.tables.items()
               if name not in found or found[name].rows != want.rows or found[name].digest != want.digest]
     extra = sorted(set(found) - set(manifest.tables))
     rows = sum(d.rows for d in manifest.tables.values())
     if differ or extra:
-        parts = [f"{name} (rows {found[name].rows if name in found else 'missing'} vs {manifest.tables[name].rows})"
-                 for name in differ] + [f"{name} (not in the manifest)" for name in extra]
+        parts = [f"{name} ({_difference(found.get(name), manifest.tables[name])})" for name in differ] + \
+                [f"{name} (not in the manifest)" for name in extra]
         verdict.add("digests", False, "tables differ from the manifest: " + ", ".join(parts), seconds)
     else:
         verdict.add("digests", True, f"{len(manifest.tables)} tables, {rows:,} rows: counts and content digests "
@@ -218,7 +227,7 @@ def restored_store(storage: Storage, manifest: Manifest, key: bytes | None, sett
                 if dialect == "postgresql":
                     if target_url is None:
                         admin = settings.backup.scratch_url or _admin_url(settings)
-                        name = "amas_verify_" + "".join(c for c in manifest.id.lower() if c.isalnum())[:40]
+                        name = store_source.scratch_name(manifest.id, time.time())
                         url = stack.enter_context(store_source.scratch_database(admin, name))
                     else:
                         url = target_url
@@ -376,10 +385,28 @@ def _check_objects(storage: Storage, manifest: Manifest, verdict: Verdict) -> bo
     return True
 
 
+STALE_SCRATCH_SECONDS = 24 * 3600
+"""Scratch copies older than this were left by a killed verification (none runs that long here)."""
+
+
+def sweep_scratch(settings: Settings) -> None:
+    """Remove scratch files and databases that killed verifications left behind."""
+    now = time.time()
+    work = settings.core.home / "tmp"
+    for stale in work.glob("amas-restore-*") if work.is_dir() else []:
+        if now - stale.stat().st_mtime > STALE_SCRATCH_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
+    if make_url(settings.database_url).get_backend_name() == "postgresql" or settings.backup.scratch_url:
+        with contextlib.suppress(Exception):  # best effort: the verification itself reports an unreachable server
+            store_source.drop_stale_scratch(settings.backup.scratch_url or _admin_url(settings), now,
+                                            STALE_SCRATCH_SECONDS)
+
+
 def verify_backup(backup_id: str, settings: Settings, *, engine: Engine | None = None,
                   storage: Storage | None = None, record: bool = True) -> Verdict:
     """Restore ``backup_id`` into a scratch copy and check it; record the verdict in the catalog."""
     storage = storage if storage is not None else backup_storage(settings)
+    sweep_scratch(settings)
     verdict = Verdict(backup_id)
     clock = time.perf_counter()
     key = None

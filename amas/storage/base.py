@@ -128,6 +128,15 @@ class Storage(Protocol):
         """Remove the object. Idempotent: deleting a missing key is not an error."""
         ...
 
+    def discard_unfinished(self, prefix: str) -> int:
+        """Remove uploads under ``prefix`` that never finished (a writer was killed); how many.
+
+        Staging files on ``local``, unfinished multipart uploads on ``s3``: invisible to
+        ``list`` but taking space. Only for a caller that knows no upload is in progress there
+        (the backup lock holder, for ``backups/``).
+        """
+        ...
+
 
 def exists_by_stat(storage: Storage, key: str) -> bool:
     """``exists`` for backends whose ``stat`` raises ``ObjectNotFound`` for a missing key."""

@@ -138,6 +138,26 @@ class LocalStorage:
         with self._writing(key):
             fsync_dir(path.parent)
 
+    def discard_unfinished(self, prefix: str) -> int:
+        validate_prefix(prefix)
+        # The directory that holds every key starting with the prefix (keys end in a file name).
+        parts = prefix.split("/")
+        directory = self.root.joinpath(*parts[:-1])
+        stem = parts[-1]
+        removed = 0
+        try:
+            for dirpath, _dirs, files in os.walk(directory):
+                for name in files:
+                    path = Path(dirpath, name)
+                    inside = path.relative_to(directory).as_posix()
+                    if name.startswith(TEMP_PREFIX) and inside.startswith(stem):
+                        with suppress(FileNotFoundError):
+                            path.unlink()
+                            removed += 1
+        except OSError as exc:
+            raise self._unavailable(exc) from None
+        return removed
+
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key).split("/"))
 

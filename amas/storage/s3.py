@@ -180,6 +180,19 @@ class S3Storage:
         with self._errors(None):
             self._client.delete_object(Bucket=self.bucket, Key=name)
 
+    def discard_unfinished(self, prefix: str) -> int:
+        validate_prefix(prefix)
+        self._check_bucket()
+        removed = 0
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        with self._errors(None):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for upload in page.get("Uploads", []):
+                    self._client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                        UploadId=upload["UploadId"])
+                    removed += 1
+        return removed
+
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Page by page (S3 already returns keys in order); foreign keys that are not valid
         keys here, such as console "folder" markers ending in ``/``, are skipped."""

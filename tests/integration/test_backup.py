@@ -204,3 +204,34 @@ def test_two_backups_are_separate_and_each_lists_once(backup_env: BackupEnv) -> 
     assert {first.id, second.id} <= set(ids) and all("manifest.json" in ids[i] for i in (first.id, second.id))
     with session_scope(backup_env.engine) as session:
         assert session.scalar(select(func.count()).select_from(Backup)) == 2
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_verification_sweeps_scratch_copies_that_killed_runs_left(backup_env: BackupEnv) -> None:
+    import os
+    import time
+
+    import psycopg
+
+    from amas.backup.verify import STALE_SCRATCH_SECONDS, sweep_scratch
+    from tests.plugins.postgres import ADMIN_DSN
+
+    stale, fresh = "amas_verify_1000_killed", f"amas_verify_{int(time.time())}_running"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        for name in (stale, fresh):
+            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    work = backup_env.settings.core.home / "tmp"
+    old_dir, new_dir = work / "amas-restore-old", work / "amas-restore-new"
+    for directory in (old_dir, new_dir):
+        directory.mkdir(parents=True)
+        (directory / "store.dump").write_bytes(b"personal data")
+    long_ago = time.time() - STALE_SCRATCH_SECONDS - 60
+    os.utime(old_dir, (long_ago, long_ago))
+    try:
+        sweep_scratch(backup_env.settings)
+        names = _databases()
+        assert stale not in names and fresh in names
+        assert not old_dir.exists() and new_dir.exists()
+    finally:
+        drop_database(f"postgresql://postgres@127.0.0.1:5432/{fresh}")
+        drop_database(f"postgresql://postgres@127.0.0.1:5432/{stale}")

@@ -55,6 +55,12 @@ class TestS3Contract(StorageContract):
         uploads = storage._client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", [])
         assert uploads == [], "a failed multipart upload was not aborted"
 
+    def leave_unfinished(self, storage: Storage, key: str) -> None:
+        assert isinstance(storage, S3Storage)
+        started = storage._client.create_multipart_upload(Bucket=storage.bucket, Key=storage.prefix + key)
+        storage._client.upload_part(Bucket=storage.bucket, Key=storage.prefix + key, PartNumber=1,
+                                    UploadId=started["UploadId"], Body=b"half an upload")
+
     def assert_stored_in_parts(self, storage: Storage, key: str, parts: int) -> None:
         assert isinstance(storage, S3Storage)
         head = storage._client.head_object(Bucket=storage.bucket, Key=storage.prefix + key)

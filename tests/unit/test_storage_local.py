@@ -44,6 +44,12 @@ class TestLocalContract(StorageContract):
         staged = [path for path in storage.root.rglob("*") if path.name.startswith(TEMP_PREFIX)]
         assert staged == []
 
+    def leave_unfinished(self, storage: Storage, key: str) -> None:
+        assert isinstance(storage, LocalStorage)
+        directory = (storage.root / key).parent
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{TEMP_PREFIX}killed").write_bytes(b"half an upload")
+
     def assert_stored_in_parts(self, storage: Storage, key: str, parts: int) -> None:
         # A file is written whole; what matters is that it is the final name, complete, and
         # private to its owner, with no staging file beside it.
