@@ -344,6 +344,11 @@ def _runtime() -> _Runtime:
         return _runtime_instance
 
 
+def warm_up() -> None:
+    """Import GX and build its context now (seconds), e.g. in a thread while other work runs."""
+    _runtime()
+
+
 def _outcome(item: Mapping[str, Any], result: Any, redact_samples: bool) -> ExpectationOutcome:
     kwargs = _json_safe(dict(item.get("kwargs") or {}))
     details = dict(result.result or {})

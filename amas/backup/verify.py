@@ -25,8 +25,10 @@ import hashlib
 import json
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -196,10 +198,24 @@ def _compare_digests(verdict: Verdict, manifest: Manifest, found: dict[str, Any]
                                      "equal the manifest's", seconds)
 
 
+@dataclass
+class Restored:
+    """A restored copy whose data can be read now; ``finish()`` waits for the rest of the restore.
+
+    On PostgreSQL the data is restored first and the post-data section (primary keys, indexes,
+    foreign keys) runs in the background, so digests and data checks overlap it. ``finish()``
+    records the "restore" check and the restore time; it must be called before anything writes
+    (the erasure re-application needs the foreign keys' cascades).
+    """
+
+    engine: Engine
+    finish: Callable[[], bool]
+
+
 @contextlib.contextmanager
 def restored_store(storage: Storage, manifest: Manifest, key: bytes | None, settings: Settings, verdict: Verdict,
-                   *, target_url: str | None = None, clean: bool = False) -> Iterator[Engine | None]:
-    """Fetch, check and restore the store object; yield an engine on the restored copy (None if it failed).
+                   *, target_url: str | None = None, clean: bool = False) -> Iterator[Restored | None]:
+    """Fetch, check and restore the store object; yield the restored copy (None if that failed).
 
     Without ``target_url`` the copy is a scratch database or file, dropped when the block ends.
     """
@@ -211,7 +227,9 @@ def restored_store(storage: Storage, manifest: Manifest, key: bytes | None, sett
     dialect = manifest.source["store"]["dialect"]
     work = settings.core.home / "tmp"
     work.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="amas-restore-", dir=work) as scratch_dir:
+    where = ("a scratch " if target_url is None else "the target ") + ("database" if dialect == "postgresql" else "file")
+    with tempfile.TemporaryDirectory(prefix="amas-restore-", dir=work) as scratch_dir, \
+            contextlib.ExitStack() as stack:
         plain = Path(scratch_dir) / ("store.dump" if dialect == "postgresql" else "store.sqlite")
         start = time.perf_counter()
         with _timed(verdict, "fetch") as note:
@@ -222,29 +240,56 @@ def restored_store(storage: Storage, manifest: Manifest, key: bytes | None, sett
         if note.get("failed"):
             yield None
             return
-        with contextlib.ExitStack() as stack:
-            with _timed(verdict, "restore") as note:
-                if dialect == "postgresql":
-                    if target_url is None:
-                        admin = settings.backup.scratch_url or _admin_url(settings)
-                        name = store_source.scratch_name(manifest.id, time.time())
-                        url = stack.enter_context(store_source.scratch_database(admin, name))
-                    else:
-                        url = target_url
-                    store_source.pg_restore(plain, url, jobs=settings.backup.threads or 1, clean=clean)
+        restore_start = time.perf_counter()
+        post_data: Future[None] | None = None
+        try:
+            if dialect == "postgresql":
+                if target_url is None:
+                    admin = settings.backup.scratch_url or _admin_url(settings)
+                    url = stack.enter_context(store_source.scratch_database(
+                        admin, store_source.scratch_name(manifest.id, time.time())))
                 else:
-                    url = target_url or f"sqlite:///{Path(scratch_dir) / 'restored.sqlite'}"
-                    store_source.install_file(plain, Path(make_url(url).database or ""))
-                verdict.restore_seconds = round(time.perf_counter() - start, 3)
-                note["detail"] = f"restored into {'a scratch ' if target_url is None else 'the target '}" + \
-                                 ("database" if dialect == "postgresql" else "file") + \
-                                 f" in {verdict.restore_seconds:.1f} s (fetch, decode and restore)"
-            if note.get("failed"):
-                yield None
-                return
-            engine = create_store_engine(url) if dialect == "sqlite" else create_engine(url)
-            stack.callback(engine.dispose)
-            yield engine
+                    url = target_url
+                jobs = settings.backup.threads or 1
+                if clean:
+                    # Replacing a target's contents: --clean must see the constraints to drop them first.
+                    store_source.pg_restore(plain, url, jobs=jobs, clean=True)
+                else:
+                    store_source.pg_restore(plain, url, jobs=jobs, sections=store_source.DATA_SECTIONS)
+                    pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="restore-post-data"))
+                    post_data = pool.submit(store_source.pg_restore, plain, url, jobs=jobs,
+                                            sections=store_source.POST_DATA)
+                    # However the caller's block ends, the scratch database is dropped only once
+                    # pg_restore has let go of it (the pool's exit waits).
+                engine = create_engine(url)
+            else:
+                url = target_url or f"sqlite:///{Path(scratch_dir) / 'restored.sqlite'}"
+                store_source.install_file(plain, Path(make_url(url).database or ""))
+                engine = create_store_engine(url)
+        except (AmasError, OSError) as exc:
+            verdict.add("restore", False, " ".join(str(exc).split())[:500], time.perf_counter() - restore_start)
+            yield None
+            return
+        stack.callback(engine.dispose)
+        finished: list[bool] = []
+
+        def finish() -> bool:
+            if finished:
+                return finished[0]
+            try:
+                if post_data is not None:
+                    post_data.result()
+            except (AmasError, OSError) as exc:
+                verdict.add("restore", False, " ".join(str(exc).split())[:500], time.perf_counter() - restore_start)
+                finished.append(False)
+                return False
+            verdict.restore_seconds = round(time.perf_counter() - start, 3)
+            verdict.add("restore", True, f"restored into {where} in {verdict.restore_seconds:.1f} s "
+                        "(fetch, decode and restore)", time.perf_counter() - restore_start)
+            finished.append(True)
+            return True
+
+        yield Restored(engine, finish)
 
 
 def _admin_url(settings: Settings) -> str:
@@ -264,17 +309,20 @@ def check_digests(engine: Engine, manifest: Manifest, verdict: Verdict) -> None:
     _compare_digests(verdict, manifest, found, time.perf_counter() - start)
 
 
-def check_contents(engine: Engine, manifest: Manifest, settings: Settings, verdict: Verdict) -> None:
-    """Digests (database CPU) and the GX suites (our CPU) side by side; recorded in that order."""
-    from concurrent.futures import ThreadPoolExecutor
+def check_contents(restored: Restored, manifest: Manifest, settings: Settings, verdict: Verdict) -> bool:
+    """Digests (database CPU) and the GX suites (our CPU) side by side while the restore finishes.
 
-    quality = Verdict(verdict.backup_id)
+    Records "restore", "digests" and "quality" in that order; whether the restore finished.
+    """
+    digests, quality = Verdict(verdict.backup_id), Verdict(verdict.backup_id)
     with ThreadPoolExecutor(1, thread_name_prefix="verify-quality") as pool:
-        running = pool.submit(check_quality, engine, settings, quality)
-        check_digests(engine, manifest, verdict)
+        running = pool.submit(check_quality, restored.engine, settings, quality)
+        check_digests(restored.engine, manifest, digests)
         running.result()
-    for check in quality.checks:
+    done = restored.finish()
+    for check in digests.checks + quality.checks:
         verdict.add(check.name, check.ok, check.detail, check.seconds)
+    return done
 
 
 def check_quality(engine: Engine, settings: Settings, verdict: Verdict) -> None:
@@ -406,6 +454,10 @@ def verify_backup(backup_id: str, settings: Settings, *, engine: Engine | None =
                   storage: Storage | None = None, record: bool = True) -> Verdict:
     """Restore ``backup_id`` into a scratch copy and check it; record the verdict in the catalog."""
     storage = storage if storage is not None else backup_storage(settings)
+    from amas.quality import warm_up
+
+    # GX takes seconds to start: let it start while the backup is fetched and restored.
+    threading.Thread(target=warm_up, name="verify-gx-warm-up", daemon=True).start()
     sweep_scratch(settings)
     verdict = Verdict(backup_id)
     clock = time.perf_counter()
@@ -421,9 +473,8 @@ def verify_backup(backup_id: str, settings: Settings, *, engine: Engine | None =
                     f"{'encrypted, signature good' if manifest.encryption else 'not encrypted'}")
         if _check_objects(storage, manifest, verdict):
             with restored_store(storage, manifest, key, settings, verdict) as restored:
-                if restored is not None:
-                    check_contents(restored, manifest, settings, verdict)
-                    check_erasures(restored, settings, verdict, target_storage=None,
+                if restored is not None and check_contents(restored, manifest, settings, verdict):
+                    check_erasures(restored.engine, settings, verdict, target_storage=None,
                                    ledger_storage=open_storage(settings))
             check_archive(storage, manifest, key, verdict)
             check_dvc_index(storage, manifest, key, verdict)
@@ -493,12 +544,17 @@ def restore_backup(backup_id: str, target_url: str, settings: Settings, *, artif
         with restored_store(storage, manifest, key, settings, verdict, target_url=target_url,
                             clean=force and not empty) as restored:
             if restored is not None:
-                check_digests(restored, manifest, verdict)
-                if artifacts_target is not None:
-                    check_archive(storage, manifest, key, verdict, target=artifacts_target)
-                outcome.erasures = check_erasures(restored, settings, verdict, target_storage=artifacts_target,
-                                                  ledger_storage=open_storage(settings),
-                                                  source_storage_url=str(manifest.source.get("artifact_uri_base") or ""))
+                digests = Verdict(backup_id)
+                check_digests(restored.engine, manifest, digests)
+                if restored.finish():
+                    for check in digests.checks:
+                        verdict.add(check.name, check.ok, check.detail, check.seconds)
+                    if artifacts_target is not None:
+                        check_archive(storage, manifest, key, verdict, target=artifacts_target)
+                    outcome.erasures = check_erasures(
+                        restored.engine, settings, verdict, target_storage=artifacts_target,
+                        ledger_storage=open_storage(settings),
+                        source_storage_url=str(manifest.source.get("artifact_uri_base") or ""))
     verdict.seconds = time.perf_counter() - clock
     return outcome
 
