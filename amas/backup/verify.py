@@ -214,10 +214,13 @@ class Restored:
 
 @contextlib.contextmanager
 def restored_store(storage: Storage, manifest: Manifest, key: bytes | None, settings: Settings, verdict: Verdict,
-                   *, target_url: str | None = None, clean: bool = False) -> Iterator[Restored | None]:
+                   *, target_url: str | None = None, clean: bool = False,
+                   warm_up_quality: bool = False) -> Iterator[Restored | None]:
     """Fetch, check and restore the store object; yield the restored copy (None if that failed).
 
     Without ``target_url`` the copy is a scratch database or file, dropped when the block ends.
+    ``warm_up_quality`` starts GX (seconds of imports) while pg_restore runs: not during the
+    fetch, whose Python loop it would slow down more than it saves.
     """
     entry = manifest.object("store")
     if entry is None:
@@ -241,6 +244,10 @@ def restored_store(storage: Storage, manifest: Manifest, key: bytes | None, sett
             yield None
             return
         restore_start = time.perf_counter()
+        if warm_up_quality:
+            from amas.quality import warm_up
+
+            threading.Thread(target=warm_up, name="verify-gx-warm-up", daemon=True).start()
         post_data: Future[None] | None = None
         try:
             if dialect == "postgresql":
@@ -454,10 +461,6 @@ def verify_backup(backup_id: str, settings: Settings, *, engine: Engine | None =
                   storage: Storage | None = None, record: bool = True) -> Verdict:
     """Restore ``backup_id`` into a scratch copy and check it; record the verdict in the catalog."""
     storage = storage if storage is not None else backup_storage(settings)
-    from amas.quality import warm_up
-
-    # GX takes seconds to start: let it start while the backup is fetched and restored.
-    threading.Thread(target=warm_up, name="verify-gx-warm-up", daemon=True).start()
     sweep_scratch(settings)
     verdict = Verdict(backup_id)
     clock = time.perf_counter()
@@ -472,7 +475,7 @@ def verify_backup(backup_id: str, settings: Settings, *, engine: Engine | None =
         verdict.add("manifest", True, f"format {manifest.format}, {len(manifest.objects)} objects, "
                     f"{'encrypted, signature good' if manifest.encryption else 'not encrypted'}")
         if _check_objects(storage, manifest, verdict):
-            with restored_store(storage, manifest, key, settings, verdict) as restored:
+            with restored_store(storage, manifest, key, settings, verdict, warm_up_quality=True) as restored:
                 if restored is not None and check_contents(restored, manifest, settings, verdict):
                     check_erasures(restored.engine, settings, verdict, target_storage=None,
                                    ledger_storage=open_storage(settings))
