@@ -248,7 +248,7 @@ def restored_store(storage: Storage, manifest: Manifest, key: bytes | None, sett
             from amas.quality import warm_up
 
             threading.Thread(target=warm_up, name="verify-gx-warm-up", daemon=True).start()
-        post_data: Future[None] | None = None
+        post_data: Future[float] | None = None
         try:
             if dialect == "postgresql":
                 if target_url is None:
@@ -264,7 +264,7 @@ def restored_store(storage: Storage, manifest: Manifest, key: bytes | None, sett
                 else:
                     store_source.pg_restore(plain, url, jobs=jobs, sections=store_source.DATA_SECTIONS)
                     pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="restore-post-data"))
-                    post_data = pool.submit(store_source.pg_restore, plain, url, jobs=jobs,
+                    post_data = pool.submit(_timed_call, store_source.pg_restore, plain, url, jobs=jobs,
                                             sections=store_source.POST_DATA)
                     # However the caller's block ends, the scratch database is dropped only once
                     # pg_restore has let go of it (the pool's exit waits).
@@ -278,25 +278,34 @@ def restored_store(storage: Storage, manifest: Manifest, key: bytes | None, sett
             yield None
             return
         stack.callback(engine.dispose)
+        restored_at = time.perf_counter()
         finished: list[bool] = []
 
         def finish() -> bool:
             if finished:
                 return finished[0]
+            # The restore ends when pg_restore does, however long the checks overlapping it take.
+            ended = restored_at
             try:
                 if post_data is not None:
-                    post_data.result()
+                    ended = post_data.result()
             except (AmasError, OSError) as exc:
                 verdict.add("restore", False, " ".join(str(exc).split())[:500], time.perf_counter() - restore_start)
                 finished.append(False)
                 return False
-            verdict.restore_seconds = round(time.perf_counter() - start, 3)
+            verdict.restore_seconds = round(ended - start, 3)
             verdict.add("restore", True, f"restored into {where} in {verdict.restore_seconds:.1f} s "
-                        "(fetch, decode and restore)", time.perf_counter() - restore_start)
+                        "(fetch, decode and restore)", ended - restore_start)
             finished.append(True)
             return True
 
         yield Restored(engine, finish)
+
+
+def _timed_call(function: Callable[..., object], *args: object, **kwargs: object) -> float:
+    """Run ``function``; the ``perf_counter`` time it returned at."""
+    function(*args, **kwargs)
+    return time.perf_counter()
 
 
 def _admin_url(settings: Settings) -> str:
