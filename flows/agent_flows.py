@@ -40,7 +40,6 @@ from agents.web_audit import WebAuditInput
 from amas.agent_tasks import (
     execute_task,
     findings_table,
-    is_transient,
     one_line_error,
     queue_order,
     result_markdown,
@@ -54,6 +53,7 @@ from amas.db.session import get_engine, session_scope
 from amas.lineage import LineageEmitter
 from flows._lineage import flow_lineage
 from flows._lineage import parent as lineage_parent
+from flows._retries import retry_if_transient
 from amas.llm import router_for
 from amas.registry import AgentResult
 from amas.storage import open_storage
@@ -83,15 +83,7 @@ def ensure_agent_limits(agents: list[str], limit: int) -> None:
                     )
 
 
-def _retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
-    try:
-        state.result()
-    except Exception as exc:
-        return is_transient(exc)
-    return False
-
-
-@task(name="agent", task_run_name="{agent_name}", retry_condition_fn=_retry_if_transient, persist_result=False)
+@task(name="agent", task_run_name="{agent_name}", retry_condition_fn=retry_if_transient, persist_result=False)
 def agent_task(task_id: uuid.UUID, agent_name: str) -> AgentResult:
     """Run one queued agent task (call it through ``run_in_slot``)."""
     settings = get_settings()

@@ -21,22 +21,14 @@ from amas.backup.verify import Verdict, select_backup, verify_backup
 from amas.config import get_settings
 from amas.db.migrate import require_current_schema
 from amas.db.session import get_engine
-from amas.agent_tasks import is_transient
 from flows._lineage import flow_lineage
+from flows._retries import retry_if_transient
 
 UNVERIFIED = "Unverified"
 """State name of a run whose backup failed restore verification; its message lists the failed checks."""
 
 
-def _retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
-    try:
-        state.result()
-    except Exception as exc:
-        return is_transient(exc)
-    return False
-
-
-@task(name="take-backup", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_retry_if_transient,
+@task(name="take-backup", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_if_transient,
       persist_result=False)
 def take_backup(actor: str) -> dict[str, Any]:
     settings = get_settings()

@@ -46,6 +46,17 @@ def _check_settings(settings: Any) -> None:
     backup_storage(settings)
 
 
+def _synced_catalog() -> tuple[Any, Any, Any]:
+    """Settings, the store's engine and the backup storage, with the catalog caught up with storage."""
+    from amas.backup.engine import backup_storage, sync_catalog
+
+    settings = get_settings()
+    engine = _ready_engine()
+    storage = backup_storage(settings)
+    sync_catalog(engine, storage)
+    return settings, engine, storage
+
+
 def _size(n: int | None) -> str:
     if n is None:
         return ""
@@ -143,12 +154,9 @@ def list_cmd(
 ) -> None:
     """The backup catalog with each verdict and restore time, and RPO/RTO per source."""
     from amas.backup.catalog import backups, status
-    from amas.backup.engine import backup_storage, sync_catalog
     from amas.cli.main import console
 
-    settings = get_settings()
-    engine = _ready_engine()
-    sync_catalog(engine, backup_storage(settings))
+    settings, engine, storage = _synced_catalog()
     rows = backups(engine, include_deleted=show_all)
     states = status(backups(engine), settings)
     if fmt is Format.json:
@@ -159,7 +167,7 @@ def list_cmd(
              "verification": (r.verification or {}).get("summary")} for r in rows]}, indent=2, default=str))
     else:
         table = Table("id", "source", "finished (UTC)", "size", "status", "verified (UTC)", "RTO (s)", "verdict",
-                      title=f"Backups in {backup_storage(settings).url}")
+                      title=f"Backups in {storage.url}")
         table.columns[7].overflow = "fold"
         for r in rows:
             style = {"verified": "green", "unverified": "red", "deleted": "dim"}.get(r.status.value, "")
@@ -185,13 +193,9 @@ def prune_cmd(
 ) -> None:
     """Apply the GFS rotation (AMAS_BACKUP_KEEP_LAST/DAILY/WEEKLY/MONTHLY/YEARLY); never the newest verified backup."""
     from amas.backup.catalog import prune
-    from amas.backup.engine import backup_storage, sync_catalog
     from amas.cli.main import console
 
-    settings = get_settings()
-    engine = _ready_engine()
-    storage = backup_storage(settings)
-    sync_catalog(engine, storage)
+    settings, engine, storage = _synced_catalog()
     outcome = prune(engine, storage, settings, dry_run=dry_run, actor=f"cli:{getpass.getuser()}")
     if fmt is Format.json:
         print(json.dumps(outcome.to_dict(), indent=2))

@@ -492,7 +492,8 @@ def test_a_streamed_put_failing_every_attempt_fails_the_run_and_the_retried_run_
     # A streamed object (the pg_dump output cannot be read twice) gets the storage client's
     # attempts per request (3); a fault outlasting them fails this attempt of the run, which
     # leaves no backup, and the backup flow's task retries the whole run (5 s, then 30 s later).
-    from flows.backup_flow import _retry_if_transient, take_backup
+    from flows._retries import retry_if_transient
+    from flows.backup_flow import take_backup
 
     storage = _s3(faulty_s3, s3_bucket)
     faulty_s3.fail_next(amas.storage.s3.MAX_ATTEMPTS, 500, "PUT")
@@ -506,7 +507,7 @@ def test_a_streamed_put_failing_every_attempt_fails_the_run_and_the_retried_run_
         def result(self) -> None:
             raise StorageUnavailable("S3 endpoint down")
 
-    assert take_backup.retries == 2 and _retry_if_transient(None, None, FailedState()) is True
+    assert take_backup.retries == 2 and retry_if_transient(None, None, FailedState()) is True
     retried = run_backup(backup_env.engine, backup_env.settings, storage=storage)
     assert verify_backup(retried.id, backup_env.settings, engine=backup_env.engine, storage=storage).ok
     assert list(stored_ids(storage)) == [retried.id]
