@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -61,7 +60,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -72,8 +70,11 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
-if str(REPO) not in sys.path:  # run as `python scripts/bench_agents.py` without an installed package
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, SCRIPTS):
+    if str(_path) not in sys.path:  # run as `python scripts/bench_agents.py` without an installed package
+        sys.path.insert(0, str(_path))
+
+from _bench import Verdicts, exit_code, git_state, load_average, package_versions, utc_now  # noqa: E402
 
 SCHEMA = "amas-bench-agents/1"
 PARTS = ("throughput", "data", "hash")
@@ -128,17 +129,6 @@ class RichReporter(Reporter):
 
 # --------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def load_average() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
 
 
 def median(values: list[float]) -> float:
@@ -227,13 +217,8 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "python": platform.python_version(),
-        "versions": {},
+        "versions": package_versions(("prefect", "sqlalchemy", "pandas", "numpy", "pyarrow", "rich")),
     }
-    for package in ("prefect", "sqlalchemy", "pandas", "numpy", "pyarrow", "rich"):
-        try:
-            info["versions"][package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            info["versions"][package] = None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -245,14 +230,7 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True,
-                               timeout=10, check=True).stdout.strip()
-        info["git"] = {"commit": commit, "dirty": bool(dirty)}
-    except (OSError, subprocess.SubprocessError):
-        info["git"] = None
+    info["git"] = git_state(REPO)
     return info
 
 
@@ -624,13 +602,9 @@ def measure_hashing(size_mib: int, repeat: int, workdir: Path, *, reporter: Repo
 
 
 def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One line per target: ``kind`` is target (checked with --check), correctness (always) or info."""
-    lines: list[dict[str, Any]] = []
-
-    def add(name: str, kind: str, passed: bool | None, text: str) -> None:
-        status = "info" if passed is None else ("pass" if passed else "FAIL")
-        lines.append({"name": name, "kind": kind, "passed": passed, "line": f"{status.upper():4} {name}: {text}"})
-
+    """One line per target (see ``_bench.Verdicts``)."""
+    found = Verdicts()
+    add = found.add
     for key in ("data_analysis", "hashing", "throughput"):
         if "error" in report.get(key, {}):
             add(f"{key}.error", "correctness", False, report[key]["error"][:500])
@@ -668,7 +642,7 @@ def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
         add("throughput.store", "correctness", store["all_rounds_ok"] and store["audit_chain"]["ok"],
             "every agent task completed once with a result and 3 audit events; audit chain intact"
             if store["all_rounds_ok"] and store["audit_chain"]["ok"] else "store check failed: see throughput.raw[].store")
-    return lines
+    return found.lines
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -726,13 +700,6 @@ def render(report: dict[str, Any], console: Console) -> None:
         style = {True: "green", False: "bold red", None: "cyan"}[verdict["passed"]]
         console.print(verdict["line"], style=style, markup=False, highlight=False)
     console.print(f"report: {report['out']}", markup=False, highlight=False)
-
-
-def exit_code(report: dict[str, Any], check: bool) -> int:
-    for verdict in report["verdicts"]:
-        if verdict["passed"] is False and (verdict["kind"] == "correctness" or check):
-            return 1
-    return 0
 
 
 # --------------------------------------------------------------------------------------------

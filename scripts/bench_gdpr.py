@@ -33,8 +33,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +40,14 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as `python scripts/bench_gdpr.py` without an installed package
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "scripts"):
+    if str(_path) not in sys.path:  # run as `python scripts/bench_gdpr.py` without an installed package
+        sys.path.insert(0, str(_path))
+
+from _bench import create_database, drop_database, exit_code, utc_now  # noqa: E402
 
 SCHEMA = "amas-bench-gdpr/1"
 TARGET_SECONDS = 2.0
-ADMIN_DSN = os.environ.get("AMAS_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 SEED = [
     # Subjects: BENCH-000000042 / person42@example.org.
@@ -83,22 +83,6 @@ SEED = [
 
 def sizes(rows: int) -> dict[str, int]:
     return {"subjects": rows // 10, "tasks": rows * 3 // 10, "artifacts": rows // 10, "audit": rows * 2 // 10}
-
-
-def create_database() -> str:
-    import psycopg
-
-    name = f"amas_bench_gdpr_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-
-
-def drop_database(url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 def seed(engine: Any, rows: int, base: str) -> dict[str, Any]:
@@ -141,12 +125,11 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     from amas.retention.policy import load_policies
     from amas.storage.local import LocalStorage
 
-    report: dict[str, Any] = {"schema": SCHEMA, "started_at": datetime.now(UTC).isoformat(),
+    report: dict[str, Any] = {"schema": SCHEMA, "started_at": utc_now().isoformat(),
                               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                           "load": list(os.getloadavg())},
                               "target_seconds": TARGET_SECONDS}
-    created = args.url is None
-    url = args.url or create_database()
+    url, scratch = (args.url, None) if args.url is not None else create_database("amas_bench_gdpr_")
     home = Path(tempfile.mkdtemp(prefix="amas-bench-gdpr-"))
     engine = create_store_engine(url, pool_size=2)
     try:
@@ -154,7 +137,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                                  storage={"url": str(home / "storage")})
         storage = LocalStorage(home / "storage")
         policies = load_policies()
-        if created:
+        if scratch is not None:
             upgrade(engine)
             with console.status(f"seeding {args.rows:,} rows…"):
                 report["seed"] = seed(engine, args.rows, settings.storage_url.rstrip("/"))
@@ -189,9 +172,9 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         report["median_dry_run_seconds"] = statistics.median(r["dry_run_seconds"] for r in runs)
     finally:
         engine.dispose()
-        if created and not args.keep:
-            drop_database(url)
-        elif created:
+        if scratch is not None and not args.keep:
+            drop_database(scratch)
+        elif scratch is not None:
             report["database_url"] = url
     report["verdicts"] = verdicts(report)
     return report
@@ -226,10 +209,6 @@ def render(report: dict[str, Any], console: Console) -> None:
     for verdict in report["verdicts"]:
         mark = "[green]ok[/]" if verdict["passed"] else "[red]FAIL[/]"
         console.print(f"{mark} {verdict['name']} ({verdict['kind']})")
-
-
-def exit_code(report: dict[str, Any], check: bool) -> int:
-    return int(any(v["passed"] is False and (v["kind"] == "correctness" or check) for v in report["verdicts"]))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.metadata
 import json
 import os
 import platform
@@ -66,7 +65,6 @@ import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +75,12 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 REPO = Path(__file__).resolve().parents[1]
+# scripts/ only, not the repository: a stage child imports amas from its workspace (PYTHONPATH).
+if str(REPO / "scripts") not in sys.path:
+    sys.path.insert(0, str(REPO / "scripts"))
+
+from _bench import Verdicts, exit_code, git_state, load_average, package_versions, utc_now  # noqa: E402
+
 VENV_BIN = Path(sys.executable).parent
 SCHEMA = "amas-bench-pipeline/1"
 PARTS = ("imports", "lineage", "pipeline")
@@ -98,17 +102,6 @@ PROFILE_PARTS = ("startup", *VALIDATION_PARTS, *LINEAGE_PARTS, "read", "write", 
 DVC_VARIANTS = {"project": "project .dvc/config (reflink,hardlink,copy)", "default": "DVC default (reflink,copy)"}
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def load_average() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
-
-
 def rounded(value: float, digits: int = 3) -> float:
     return round(float(value), digits)
 
@@ -125,27 +118,17 @@ def ms_stats(nanoseconds: list[int]) -> dict[str, float]:
 
 
 def machine_info() -> dict[str, Any]:
+    packages = ("great-expectations", "dvc", "openlineage-python", "pyarrow", "pandas", "numpy")
     info: dict[str, Any] = {"hostname": platform.node(), "platform": platform.platform(),
-                            "cpu_count": os.cpu_count(), "python": platform.python_version(), "versions": {}}
-    for package in ("great-expectations", "dvc", "openlineage-python", "pyarrow", "pandas", "numpy"):
-        try:
-            info["versions"][package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            info["versions"][package] = None
+                            "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                            "versions": package_versions(packages)}
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 info["mem_total_mib"] = int(line.split()[1]) // 1024
     except OSError:
         pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True,
-                               timeout=10, check=True).stdout.strip()
-        info["git"] = {"commit": commit, "dirty": bool(dirty)}
-    except (OSError, subprocess.SubprocessError):
-        info["git"] = None
+    info["git"] = git_state(REPO)
     return info
 
 
@@ -468,13 +451,9 @@ def measure_pipeline(rows: int, workdir: Path, timeout: float, keep: bool,
 
 
 def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One line per check: ``kind`` is target (checked with --check), correctness (always) or info."""
-    lines: list[dict[str, Any]] = []
-
-    def add(name: str, kind: str, passed: bool | None, text: str) -> None:
-        status = "info" if passed is None else ("pass" if passed else "FAIL")
-        lines.append({"name": name, "kind": kind, "passed": passed, "line": f"{status.upper():4} {name}: {text}"})
-
+    """One line per check (see ``_bench.Verdicts``)."""
+    found = Verdicts()
+    add = found.add
     for key in PARTS:
         if isinstance(report.get(key), dict) and "error" in report[key]:
             add(f"{key}.error", "correctness", False, report[key]["error"][:800])
@@ -521,14 +500,7 @@ def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
                     f"dvc add = x{entry['ratio_dvc_add_vs_md5sum']:.2f} md5sum, dvc status = "
                     f"x{entry['ratio_dvc_status_vs_md5sum']:.2f}; " + ("md5s equal md5sum's, status up to date" if ok
                                                                        else "md5 mismatch or status not up to date"))
-    return lines
-
-
-def exit_code(report: dict[str, Any], check: bool) -> int:
-    for verdict in report["verdicts"]:
-        if verdict["passed"] is False and (verdict["kind"] == "correctness" or check):
-            return 1
-    return 0
+    return found.lines
 
 
 def seconds(value: float | None) -> str:

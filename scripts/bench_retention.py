@@ -50,23 +50,20 @@ import tempfile
 import threading
 import time
 import traceback
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "scripts"):
+    if str(_path) not in sys.path:  # run as `python scripts/bench_retention.py` without an installed package
+        sys.path.insert(0, str(_path))
+
+from _bench import Verdicts, create_database, drop_database, error_verdicts, exit_code, utc_now  # noqa: E402
 
 PURGE_RATE_TARGET = 100_000.0
 READ_P99_TARGET_MS = 100.0
-ADMIN_DSN = os.environ.get("AMAS_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 SCHEMA = 1
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def sizes(rows: int) -> dict[str, int]:
@@ -136,7 +133,7 @@ def seed(engine: Any, rows: int, now: datetime, say: Any) -> dict[str, Any]:
         timings[table] = round(time.perf_counter() - start, 2)
     say(f"seeding audit_events: {n['audit_events']:,} rows (hash chain in Python, COPY)")
     start = time.perf_counter()
-    _seed_audit(engine, n["audit_events"], now)
+    seed_audit(engine, n["audit_events"], now)
     timings["audit_events"] = round(time.perf_counter() - start, 2)
     with engine.begin() as conn:
         for table in ("data_subjects", "task_results", "artifacts", "audit_events"):
@@ -153,7 +150,7 @@ def seed(engine: Any, rows: int, now: datetime, say: Any) -> dict[str, Any]:
             "seconds_total": round(sum(timings.values()), 2), "database_bytes": int(size or 0)}
 
 
-def _seed_audit(engine: Any, count: int, now: datetime) -> None:
+def seed_audit(engine: Any, count: int, now: datetime) -> None:
     """A valid chain: ages from 3,000 days down to today, so the oldest sixth is past 2,555 days."""
     from amas.db.audit import canonical_payload, chain_hash
     from amas.db.models import GENESIS_HASH
@@ -269,7 +266,7 @@ def measure(args: argparse.Namespace, say: Any) -> dict[str, Any]:
     result: dict[str, Any] = {}
     url, scratch = args.url, None
     if url is None:
-        url, scratch = _create_database()
+        url, scratch = create_database("amas_bench_")
     engine = create_store_engine(url, pool_size=4)
     objects = tempfile.mkdtemp(prefix="amas-bench-retention-")
     try:
@@ -331,7 +328,7 @@ def measure(args: argparse.Namespace, say: Any) -> dict[str, Any]:
 
         shutil.rmtree(objects, ignore_errors=True)
         if scratch is not None and not args.keep:
-            _drop_database(scratch)
+            drop_database(scratch)
         elif scratch is not None:
             result["kept_database"] = url
     return result
@@ -346,33 +343,12 @@ def _latency(values: list[float]) -> dict[str, Any]:
             "max_ms": round(ordered[-1], 2)}
 
 
-def _create_database() -> tuple[str, str]:
-    import psycopg
-
-    name = f"amas_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}", name
-
-
-def _drop_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One line per check: ``kind`` is target (checked with --check), correctness (always) or info."""
-    lines: list[dict[str, Any]] = []
-
-    def add(name: str, kind: str, passed: bool | None, text: str) -> None:
-        status = "info" if passed is None else ("pass" if passed else "FAIL")
-        lines.append({"name": name, "kind": kind, "passed": passed, "line": f"{status.upper():4} {name}: {text}"})
-
+    """One line per check (see ``_bench.Verdicts``)."""
     if "error" in report:
-        add("error", "correctness", False, report["error"][:800])
-        return lines
+        return error_verdicts(report)
+    found = Verdicts()
+    add = found.add
     purge = report["purge"]
     rate = purge["rows_per_second"] or 0
     add("purge.rows_per_second", "target", rate >= PURGE_RATE_TARGET,
@@ -391,14 +367,7 @@ def verdicts(report: dict[str, Any]) -> list[dict[str, Any]]:
         f"{report['report']['audit_events_verified']:,} events verified")
     add("report.seconds", "info", None, f"{report['report']['seconds']} s (survey {report['report']['survey_seconds']}"
         f" s, build incl. chain {report['report']['build_seconds']} s, HTML {report['report']['render_seconds']} s)")
-    return lines
-
-
-def exit_code(report: dict[str, Any], check: bool) -> int:
-    for verdict in report["verdicts"]:
-        if verdict["passed"] is False and (verdict["kind"] == "correctness" or check):
-            return 1
-    return 0
+    return found.lines
 
 
 def render_console(report: dict[str, Any], console: Any) -> None:
