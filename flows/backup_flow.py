@@ -108,7 +108,7 @@ def backup_verify(backup_id: str = "latest") -> dict[str, Any] | State:
         settings = get_settings()
         engine = get_engine(settings)
         require_current_schema(engine)
-        chosen = select_backup(engine, backup_storage(settings), backup_id)
+        chosen = select_backup(backup_storage(settings), backup_id)
         verdict = verify(chosen)
         create_markdown_artifact(key="backup-verify", markdown=verdict_markdown(verdict, f"Restore verification of "
                                  f"{chosen}") + status_markdown(), description="Restore verification, RPO and RTO")

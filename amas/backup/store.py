@@ -90,12 +90,7 @@ def _pg_digests(conn: Any, tables: list[str]) -> dict[str, TableDigest]:
 
 
 def pg_digests(engine: Engine) -> dict[str, TableDigest]:
-    """Digests of a restored copy: one short transaction per table.
-
-    Nothing writes to a restored copy, so one snapshot across tables buys nothing; and short
-    transactions never hold a table that ``pg_restore``'s post-data step (primary keys, foreign
-    keys, running meanwhile) waits for while waiting on another, so no lock cycle can form.
-    """
+    """Digests of a restored copy, one short transaction per table (nothing writes to it meanwhile)."""
     digests: dict[str, TableDigest] = {}
     with engine.connect() as conn:
         for name in table_names():
@@ -184,20 +179,10 @@ def pg_dump_stream(engine: Engine) -> Iterator[tuple[IO[bytes], StoreSnapshot, C
                 stderr.file.close()
 
 
-DATA_SECTIONS = ("pre-data", "data")
-POST_DATA = ("post-data",)
-
-
-def pg_restore(dump: Path, url: str | URL, *, jobs: int, clean: bool = False,
-               sections: tuple[str, ...] = ()) -> None:
-    """``pg_restore`` a custom-format dump into the database at ``url`` (owners and grants dropped).
-
-    ``sections`` restores only those (``DATA_SECTIONS`` then ``POST_DATA`` is the whole dump, in
-    two steps, so the data can be read while indexes and constraints are built).
-    """
+def pg_restore(dump: Path, url: str | URL, *, jobs: int, clean: bool = False) -> None:
+    """``pg_restore`` a custom-format dump into the database at ``url`` (owners and grants dropped)."""
     args = ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
             f"--jobs={max(1, jobs)}", "--dbname", make_url(url).database or ""]
-    args += [f"--section={section}" for section in sections]
     if clean:
         args += ["--clean", "--if-exists"]
     try:

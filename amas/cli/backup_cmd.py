@@ -227,7 +227,7 @@ def restore_cmd(
     settings = get_settings()
     backup_key(settings)  # a key setting mistake is reported before anything is fetched
     storage = backup_storage(settings)
-    chosen = select_backup(None, storage, backup_id)
+    chosen = select_backup(storage, backup_id)
     with console.status(f"restoring {chosen}…"):
         outcome = restore_backup(chosen, to, settings, artifacts_url=artifacts_to, force=force, storage=storage)
     result = outcome.to_dict()

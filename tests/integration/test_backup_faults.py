@@ -280,7 +280,7 @@ def _assert_not_a_backup_and_cleaned_up(env: BackupEnv, backup_id: str) -> None:
     storage = env.storage
     assert stored_ids(storage)[backup_id] and "manifest.json" not in stored_ids(storage)[backup_id]
     with pytest.raises(AmasError, match="no complete backup"):
-        select_backup(None, storage, "latest")
+        select_backup(storage, "latest")
     with session_scope(env.engine) as session:
         session.delete(session.get(Backup, backup_id))  # as if the catalog had never heard of it
     assert sync_catalog(env.engine, storage) == []
@@ -291,7 +291,7 @@ def _assert_not_a_backup_and_cleaned_up(env: BackupEnv, backup_id: str) -> None:
     assert outcome.removed_incomplete == [backup_id]
     assert backup_id not in stored_ids(storage)
     assert storage.exists(manifest_key(outcome.id))
-    assert select_backup(None, storage, "latest") == outcome.id
+    assert select_backup(storage, "latest") == outcome.id
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
