@@ -121,22 +121,31 @@ class _Fetch:
                                 f"{entry.sha256[:16]}…")
 
 
-def read_object(storage: Storage, entry: ObjectEntry, key: bytes | None, consume: Callable[[BinaryIO], T]) -> T:
+def read_object(storage: Storage, entry: ObjectEntry, key: bytes | None, consume: Callable[[BinaryIO], T], *,
+                prefetch: bool = False) -> T:
     """``consume`` the decoded object, then require the stored bytes to match the manifest.
 
     When decoding fails, the stored bytes are still read to the end: a sha256 that differs is
     the primary finding (the object changed after it was written) and is reported first.
+    ``prefetch`` reads, hashes and decrypts in a thread beside the decompression (large objects).
     """
     with storage.open(entry.key) as raw:
         fetch = _Fetch(raw)
+        stream: BinaryIO | None = None
         try:
-            result = consume(decode(fetch, key=key, name=entry.key))  # type: ignore[arg-type]
+            stream = decode(fetch, key=key, name=entry.key, prefetch=prefetch)  # type: ignore[arg-type]
+            result = consume(stream)
         except CorruptObject as exc:
+            if stream is not None:
+                stream.close()  # the prefetching thread stops before the rest is read here
             try:
                 fetch.check(entry)
             except CorruptObject as stored:
                 raise CorruptObject(f"{stored}; decoding it failed too ({exc})") from None
             raise
+        finally:
+            if stream is not None:
+                stream.close()
         fetch.check(entry)
         return result
 
@@ -238,7 +247,7 @@ def restored_store(storage: Storage, manifest: Manifest, key: bytes | None, sett
         start = time.perf_counter()
         with _timed(verdict, "fetch") as note:
             with plain.open("wb") as out:
-                read_object(storage, entry, key, lambda stream: _copy(stream, out))
+                read_object(storage, entry, key, lambda stream: _copy(stream, out), prefetch=True)
             note["detail"] = (f"{entry.size:,} stored bytes match their sha256; {plain.stat().st_size:,} bytes "
                               f"after {'decryption and ' if key else ''}decompression")
         if note.get("failed"):

@@ -497,3 +497,51 @@ def test_parse_manifest_names_the_bad_field(mutate: Any, named: str) -> None:
 def test_parse_manifest_refuses_bad_json(data: bytes) -> None:
     with pytest.raises(CorruptObject, match="not a valid backup manifest"):
         parse_manifest(data, "manifest.json")
+
+
+# --- prefetching: reading, hashing and decrypting in a thread beside the decompression ---------------
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["plain", "encrypted"])
+@pytest.mark.parametrize("size", [0, 1, 3 * CHUNK_SIZE + 5])
+def test_prefetch_decodes_the_same_bytes(key: bytes | None, size: int) -> None:
+    data = random_bytes(size // 2, seed=31) + compressible_bytes(size - size // 2)
+    stored, _ = encode_all(data, key=key)
+    with decode(io.BytesIO(stored), key=key, prefetch=True) as stream:
+        assert stream.read() == data
+
+
+class Exploding(io.RawIOBase):
+    """Serves ``good`` bytes, then raises: a storage connection that drops."""
+
+    def __init__(self, good: bytes) -> None:
+        super().__init__()
+        self._good = io.BytesIO(good)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._good.read(size)
+        if not chunk:
+            raise ConnectionResetError("storage went away")
+        return chunk
+
+
+def test_prefetch_hands_the_threads_error_to_the_reader() -> None:
+    stored, _ = encode_all(random_bytes(3 * CHUNK_SIZE, seed=32), key=KEY)
+    stream = decode(Exploding(stored[: len(stored) // 2]), key=KEY, prefetch=True)
+    with pytest.raises(ConnectionResetError, match="storage went away"):
+        stream.read()
+    stream.close()
+
+
+@pytest.mark.timeout(30)
+def test_closing_early_stops_the_prefetching_thread() -> None:
+    import threading
+
+    stored, _ = encode_all(random_bytes(8 * CHUNK_SIZE, seed=33))
+    stream = decode(io.BytesIO(stored), prefetch=True)
+    assert stream.read(10)
+    stream.close()
+    assert not [t for t in threading.enumerate() if t.name == "backup-prefetch"]
