@@ -10,7 +10,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -112,11 +112,18 @@ class SlowThenFine(http.server.BaseHTTPRequestHandler):
     calls = 0
     slow_calls = 1
     delay = 6.0
+    hold_until: Callable[[], bool] | None = None
+    """When set, a slow call waits until it returns True (at most 30 s) instead of ``delay``."""
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         type(self).calls += 1
         if type(self).calls <= self.slow_calls:
-            time.sleep(self.delay)
+            if self.hold_until is None:
+                time.sleep(self.delay)
+            else:
+                deadline = time.monotonic() + 30
+                while not type(self).hold_until() and time.monotonic() < deadline:  # type: ignore[misc]
+                    time.sleep(0.05)
         body = b"<html>ok</html>"
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
@@ -132,6 +139,7 @@ class SlowThenFine(http.server.BaseHTTPRequestHandler):
 def slow_then_fine() -> Iterator[str]:
     SlowThenFine.calls = 0
     SlowThenFine.delay = 6.0
+    SlowThenFine.hold_until = None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowThenFine)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
@@ -210,7 +218,15 @@ def test_investigate_with_parallelism_runs_agents_at_once(store: Engine, dataset
                                                           slow_then_fine: str) -> None:
     from flows.agent_flows import InvestigationInput, investigate
 
-    SlowThenFine.delay = 3.0  # web_audit's first request is slow, so the other agents run meanwhile
+    def another_agent_is_running() -> bool:
+        with session_scope(store) as session:
+            return session.scalars(select(AgentTask.id).where(
+                AgentTask.agent != "web_audit", AgentTask.started_at.is_not(None),
+                AgentTask.finished_at.is_(None))).first() is not None
+
+    # web_audit's first request is held until another agent is running: with parallelism 3 one
+    # must start meanwhile (a fixed delay was too short on a loaded 2-core machine).
+    SlowThenFine.hold_until = another_agent_is_running
     tree = tmp_path / "src"
     tree.mkdir()
     (tree / "a.py").write_text("x = 1\n")
