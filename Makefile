@@ -18,6 +18,7 @@ up: install
 test: install
 	@bash scripts/ensure-postgres.sh
 	@bash scripts/ensure-chromium.sh
+	@bash scripts/ensure-zstd.sh
 	$(UV) run --frozen --no-sync pytest
 
 test-unit: install

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import io
 import os
 import secrets
 import shutil
@@ -188,8 +190,6 @@ def catalog_row(manifest: Manifest, storage: Storage, manifest_sha256: str) -> B
 
 def sync_catalog(engine: Engine, storage: Storage) -> list[str]:
     """Add complete backups found in storage but missing from the catalog; their ids."""
-    import hashlib
-
     complete = [bid for bid, names in stored_ids(storage).items() if "manifest.json" in names]
     with session_scope(engine) as session:
         known = set(session.scalars(select(Backup.id).where(Backup.id.in_(complete)))) if complete else set()
@@ -346,8 +346,6 @@ def _write_objects(engine: Engine, settings: Settings, storage: Storage, source_
 
     dvc = artifacts_source.dvc_index(source_storage)
     if dvc is not None:
-        import io
-
         objects.append(_put_stream(storage, _object_key(backup_id, "dvc-index.jsonl", encrypted), io.BytesIO(dvc),
                                    name="dvc-index", fmt="jsonl", settings=settings, crypt_key=crypt_key,
                                    progress=None, details={"objects": dvc.count(b"\n")}))
