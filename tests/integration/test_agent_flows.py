@@ -113,7 +113,7 @@ class SlowThenFine(http.server.BaseHTTPRequestHandler):
     slow_calls = 1
     delay = 6.0
     hold_until: Callable[[], bool] | None = None
-    """When set, a slow call waits until it returns True (at most 30 s) instead of ``delay``."""
+    """When set, a slow call waits until it returns True (at most 8 s, under the agents' 10 s timeout) instead of ``delay``."""
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         type(self).calls += 1
@@ -121,7 +121,7 @@ class SlowThenFine(http.server.BaseHTTPRequestHandler):
             if self.hold_until is None:
                 time.sleep(self.delay)
             else:
-                deadline = time.monotonic() + 30
+                deadline = time.monotonic() + 8
                 while not type(self).hold_until() and time.monotonic() < deadline:  # type: ignore[misc]
                     time.sleep(0.05)
         body = b"<html>ok</html>"
@@ -218,15 +218,16 @@ def test_investigate_with_parallelism_runs_agents_at_once(store: Engine, dataset
                                                           slow_then_fine: str) -> None:
     from flows.agent_flows import InvestigationInput, investigate
 
-    def another_agent_is_running() -> bool:
+    def another_agent_has_started() -> bool:
         with session_scope(store) as session:
             return session.scalars(select(AgentTask.id).where(
-                AgentTask.agent != "web_audit", AgentTask.started_at.is_not(None),
-                AgentTask.finished_at.is_(None))).first() is not None
+                AgentTask.agent != "web_audit", AgentTask.started_at.is_not(None))).first() is not None
 
-    # web_audit's first request is held until another agent is running: with parallelism 3 one
-    # must start meanwhile (a fixed delay was too short on a loaded 2-core machine).
-    SlowThenFine.hold_until = another_agent_is_running
+    # web_audit's first request is held until another agent has started: with parallelism 3 one
+    # must start meanwhile (a fixed delay was too short on a loaded 2-core machine). "Started",
+    # not "running": a fast agent can start and finish before web_audit sends its request, and
+    # waiting for one still running then outlasted web_audit's 10 s timeout (CI, stop 12).
+    SlowThenFine.hold_until = another_agent_has_started
     tree = tmp_path / "src"
     tree.mkdir()
     (tree / "a.py").write_text("x = 1\n")
