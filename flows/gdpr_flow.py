@@ -4,38 +4,31 @@ gdpr-erase finds everything about a subject (store, storage, DVC datasets and wh
 was derived from them), erases it step by step with audit events, rewrites and pushes the
 datasets, purges their old versions, and publishes the certificate of erasure as a markdown
 artifact. With ``dry_run`` it only publishes the plan. gdpr-export builds the Art. 15/20 ZIP.
-The subject identifier is a flow parameter; everything the flows log, return or publish names
-the subject only by its keyed digest.
+Both also search Prefect's own metadata (flow-run parameters, logs, artifacts).
+
+The flows take a request *reference*, never the identifier: Prefect keeps flow-run parameters
+for as long as the run exists, so an identifier there would outlive its own erasure. The
+identifier is staged in the store first (``amas gdpr stage erase|export SUBJECT``, or the
+``erase``/``export`` commands, which stage and run in one go), sealed until the request
+completes. Everything the flows log, return or publish names the subject only by its keyed digest.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from amas.errors import AmasError
 from amas.gdpr.certificate import render_markdown, render_plan_markdown
 from amas.gdpr.erase import erase_subject, outcome_summary
 from amas.gdpr.export import export_subject
-from amas.gdpr.identifiers import parse_identifier
 from amas.pipeline.runner import project_root
 from flows._lineage import flow_lineage
 from flows._lineage import parent as lineage_parent
-
-By = Literal["auto", "ref", "email", "id"]
-
-
-def _check_subject(value: str, by: str) -> str:
-    try:
-        parse_identifier(value, by)
-    except AmasError as exc:
-        raise ValueError(str(exc)) from None
-    return value
 
 
 def _workspace(datasets: bool, workspace: str | None) -> Path | None:
@@ -51,21 +44,12 @@ def _has_pipeline(value: str | None) -> str | None:
     return value or None
 
 
-class SubjectInput(BaseModel):
-    # The subject is personal data: keep it out of validation errors (and so out of run states).
+class RequestInput(BaseModel):
+    # Someone may type the identifier itself into the form: keep input out of errors and run states.
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    # ``by`` comes first: the subject is checked as the kind it names.
-    by: By = Field("auto", description="How to read the subject: auto, ref, email or id.")
-    subject: str = Field(min_length=1, max_length=320,
-                         description="The data subject: external_ref, email address or numeric id.")
     datasets: bool = Field(True, description="Include the DVC datasets.")
     workspace: str | None = Field(None, description="Directory holding dvc.yaml; empty means the project.")
-
-    @field_validator("subject")
-    @classmethod
-    def _subject(cls, value: str, info: ValidationInfo) -> str:
-        return _check_subject(value, info.data.get("by", "auto"))
 
     @field_validator("workspace")
     @classmethod
@@ -73,14 +57,20 @@ class SubjectInput(BaseModel):
         return _has_pipeline(value)
 
 
-class ErasureInput(SubjectInput):
+class ErasureInput(RequestInput):
+    request: str = Field(pattern=r"^ER-[0-9]{8}-[0-9a-f]{8}$",
+                         description="The erasure request, ER-YYYYMMDD-xxxxxxxx, from `amas gdpr stage erase SUBJECT` "
+                                     "(the identifier itself is never a flow parameter).")
     dry_run: bool = Field(True, description="Only show what would be deleted, anonymised or kept, and why.")
     push: bool = Field(True, description="Push the rewritten datasets to the DVC remote.")
     purge: bool = Field(True, description="Delete the old dataset versions that held the subject from the DVC "
                                           "cache and remote.")
 
 
-class ExportInput(SubjectInput):
+class ExportInput(RequestInput):
+    request: str = Field(pattern=r"^EX-[0-9]{8}-[0-9a-f]{8}$",
+                         description="The access request, EX-YYYYMMDD-xxxxxxxx, from `amas gdpr stage export SUBJECT` "
+                                     "(the identifier itself is never a flow parameter).")
     out: str | None = Field(None, description="Also write the ZIP to this path (on the machine running the flow).")
 
 
@@ -93,7 +83,7 @@ def _actor() -> str:
 def gdpr_erase(params: ErasureInput) -> dict[str, Any]:
     log = get_run_logger()
     with flow_lineage():
-        outcome = erase_subject(params.subject, by=params.by, dry_run=params.dry_run, actor=_actor(),
+        outcome = erase_subject(request_ref=params.request, dry_run=params.dry_run, actor=_actor(),
                                 workspace=_workspace(params.datasets, params.workspace), push=params.push,
                                 purge=params.purge, lineage_parent=lineage_parent())
     summary = outcome_summary(outcome)
@@ -106,7 +96,7 @@ def gdpr_erase(params: ErasureInput) -> dict[str, Any]:
                                  markdown=render_markdown(outcome.certificate, outcome.certificate_uri),
                                  description=f"certificate of erasure {outcome.request_ref}: "
                                              f"{outcome.certificate['result']}")
-    log.info("gdpr erase %s: %s", outcome.request_ref or "(dry run)", summary["result"])
+    log.info("gdpr erase %s%s: %s", params.request, " (dry run)" if outcome.dry_run else "", summary["result"])
     return summary
 
 
@@ -114,7 +104,7 @@ def gdpr_erase(params: ErasureInput) -> dict[str, Any]:
                                       "(GDPR Art. 15/20).")
 def gdpr_export(params: ExportInput) -> dict[str, Any]:
     with flow_lineage():
-        outcome = export_subject(params.subject, by=params.by, out=Path(params.out) if params.out else None,
+        outcome = export_subject(request_ref=params.request, out=Path(params.out) if params.out else None,
                                  actor=_actor(), workspace=_workspace(params.datasets, params.workspace))
     files = outcome.manifest["files"]
     lines = [f"# GDPR export `{outcome.request_ref}`", "", f"**{outcome.manifest['result']}** — "

@@ -1,8 +1,10 @@
 """``amas gdpr``: erasure and access requests, and their deadlines.
 
-``erase --dry-run`` and ``requests`` read the store directly; ``erase`` and ``export`` run the
-``gdpr-erase`` / ``gdpr-export`` flows in this process against the stack's Prefect API, the same
-flows the UI starts. The identifier is checked before anything runs and never printed back.
+``erase --dry-run`` and ``requests`` read the store directly; ``erase`` and ``export`` stage the
+request (the identifier sealed in the store) and run the ``gdpr-erase`` / ``gdpr-export`` flows
+with its reference in this process against the stack's Prefect API, the same flows the UI starts.
+``stage`` only stages, for starting the flow from the UI. The identifier is checked before
+anything runs, never printed back, and never a Prefect flow-run parameter.
 """
 
 from __future__ import annotations
@@ -46,6 +48,28 @@ def _print_plan(summary: dict[str, Any]) -> None:
     console.print(table)
     for note in summary.get("notes", []):
         console.print(f"note: {note}", highlight=False)
+
+
+class Kind(StrEnum):
+    erase = "erase"
+    export = "export"
+
+
+def _stage(engine: Any, kind: Kind, subject: str, by: str, actor: str) -> tuple[str, bool]:
+    """Stage a request for ``subject``; return its reference and whether it is an earlier open one."""
+    from amas.config import get_settings
+    from amas.db.ledger import erasure_key, key_id
+    from amas.db.models import RequestKind
+    from amas.db.session import session_scope
+    from amas.gdpr.identifiers import parse_identifier
+    from amas.gdpr.requests import stage_request
+
+    query = parse_identifier(subject, by)
+    key = erasure_key(get_settings())
+    with session_scope(engine) as session:
+        request, earlier = stage_request(session, kind=RequestKind(kind.value), query=query, key=key,
+                                         key_id=key_id(key), actor=actor)
+        return request.ref, earlier
 
 
 def _counts(done: Any) -> str:
@@ -96,7 +120,8 @@ def erase(
         use_stack_api(settings)
         from flows.gdpr_flow import ErasureInput, gdpr_erase
 
-        params = ErasureInput(subject=subject, by=by.value, dry_run=False, datasets=datasets, push=push, purge=purge,
+        ref, _ = _stage(engine, Kind.erase, subject, by.value, f"cli:{getpass.getuser()}")
+        params = ErasureInput(request=ref, dry_run=False, datasets=datasets, push=push, purge=purge,
                               workspace=str(workspace) if workspace else None)
         with console.status("erasing…"):
             state = gdpr_erase(params=params, return_state=True)
@@ -118,6 +143,8 @@ def export(
     datasets: bool = typer.Option(True, "--datasets/--no-datasets", help="Include rows from the DVC datasets."),
 ) -> None:
     """Export everything about one data subject as a ZIP (GDPR Art. 15 and 20)."""
+    import getpass
+
     from amas.cli.main import console, flow_result, use_stack_api
     from amas.config import get_settings
     from amas.db.migrate import require_current_schema
@@ -139,13 +166,42 @@ def export(
     use_stack_api(settings)
     from flows.gdpr_flow import ExportInput, gdpr_export
 
-    params = ExportInput(subject=subject, by=by.value, out=str(target), datasets=datasets,
+    ref, _ = _stage(engine, Kind.export, subject, by.value, f"cli:{getpass.getuser()}")
+    params = ExportInput(request=ref, out=str(target), datasets=datasets,
                          workspace=str(project_root()) if datasets else None)
     with console.status("exporting…"):
         state = gdpr_export(params=params, return_state=True)
     result = flow_result(state, "gdpr-export")
     console.print(f"request {result['request']}: {result['result']}; {len(result['files'])} file(s) in {target} "
                   f"(sha256 {result['sha256']}); stored at {result['uri']}", highlight=False)
+
+
+@gdpr_app.command("stage")
+def stage(
+    kind: Kind = typer.Argument(help="erase or export"),
+    subject: str = typer.Argument(help="external_ref, email or numeric id of the data subject."),
+    by: ByOption = typer.Option(ByOption.auto, "--by", help="How to read SUBJECT: auto, ref, email or id."),
+) -> None:
+    """Receive a request and print its reference, to start gdpr-erase or gdpr-export from the UI with it.
+
+    The identifier is kept sealed in the store until the request completes; the flow run's
+    parameters hold only the reference. An erasure joins the subject's unfinished one, if any.
+    """
+    import getpass
+
+    from amas.cli.main import console
+    from amas.db.migrate import require_current_schema
+    from amas.db.session import check_connection, get_engine
+    from amas.gdpr.identifiers import parse_identifier
+
+    parse_identifier(subject, by.value)
+    engine = get_engine()
+    check_connection(engine)
+    require_current_schema(engine)
+    ref, earlier = _stage(engine, kind, subject, by.value, f"cli:{getpass.getuser()}")
+    flow = "gdpr-erase" if kind is Kind.erase else "gdpr-export"
+    console.print(f"request {ref}{' (unfinished, resumed)' if earlier else ''}: start the {flow} flow with "
+                  f"request={ref}", highlight=False)
 
 
 @gdpr_app.command("requests")

@@ -285,8 +285,10 @@ class RetentionRun(Base):
 class GdprRequest(Base):
     """An erasure or access request, tracked against its statutory deadline (GDPR Art. 12(3)).
 
-    The subject appears only as a keyed digest: the identifier itself is a parameter of the
-    flow run that handles the request, never a column here.
+    The subject appears as a keyed digest. Until the request completes, ``summary`` also holds
+    the identifier sealed (AES-256-GCM under a key derived from the erasure key and bound to the
+    reference, see ``amas.gdpr.requests``), so the flow run that handles the request takes only
+    the reference and Prefect never stores the identifier; completion removes the sealed copy.
     """
 
     __tablename__ = "gdpr_requests"

@@ -19,6 +19,9 @@ Where it looks, and what each look costs:
   their cases, events and the notes of their cases, notes elsewhere that name them, and every
   dataset downstream of the raw tables (recorded OpenLineage runs, or the ``dvc.yaml`` stage
   graph when no run was recorded), with the PII columns the classifier found.
+- Prefect's own metadata (flow-run parameters, logs, artifacts): ``amas.gdpr.prefect_mentions``,
+  through the Prefect API, with the same needles and whole-token match; its result is attached
+  to the discovery as ``prefect`` by the requests that search it.
 
 The result's ``repr`` holds no identifier: identifiers are kept in fields excluded from it.
 """
@@ -31,7 +34,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Text, and_, cast, false, func, or_, select, true
 from sqlalchemy.orm import Session
@@ -49,6 +52,9 @@ from amas.db.models import (
 )
 from amas.gdpr.identifiers import By, InvalidIdentifier, SubjectQuery
 
+if TYPE_CHECKING:
+    from amas.gdpr.prefect_mentions import PrefectDiscovery
+
 MIN_TEXT_NEEDLE = 6
 """Shortest identifier searched for in free text (task parameters, results, audit details)."""
 
@@ -65,7 +71,7 @@ class Found:
     """One place holding data about the subject: what, where, how many, why it matched."""
 
     store: str
-    """``store`` (a table), ``storage`` (objects) or ``dataset`` (a DVC-tracked file)."""
+    """``store`` (a table), ``storage`` (objects), ``dataset`` (a DVC-tracked file) or ``prefect``."""
     location: str
     count: int
     why: str
@@ -148,6 +154,12 @@ class Discovery:
     notes: list[str] = field(default_factory=list)
     erased_refs: list[str] = field(default_factory=list)
     """The external_ref of those rows: the ledger digest ``hash_identifier`` wrote there."""
+    prefect: PrefectDiscovery | None = None
+    """Mentions in Prefect's metadata; None when the request did not search Prefect at all."""
+
+    def text_needles(self) -> list[str]:
+        """The identifiers searched for in free text outside the store (Prefect)."""
+        return text_needles(self.identifiers())
 
     @property
     def subject_ids(self) -> list[int]:
@@ -201,6 +213,8 @@ class Discovery:
                           "email or external_ref (audit details carry ids and counts, not personal data)"))
         if self.datasets is not None:
             rows.extend(self.datasets.found)
+        if self.prefect is not None:
+            rows.extend(self.prefect.found())
         return rows
 
     @property

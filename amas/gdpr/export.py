@@ -1,7 +1,8 @@
 """Access and portability (GDPR Art. 15 and 20): everything about a subject as one ZIP.
 
 The ZIP holds, per store, a JSON file and a CSV file of the rows about the subject (store tables
-under ``store/``, DVC datasets under ``datasets/``), the evidence objects behind their artifacts
+under ``store/``, DVC datasets under ``datasets/``, and what Prefect's metadata says about them
+under ``prefect/``: flow runs, log lines and artifacts that mention them), the evidence objects behind their artifacts
 under ``objects/``, and ``manifest.json`` with the sha256, size and row count of every other file.
 It is written atomically to ``--out`` and to ``gdpr/<ref>/export.zip`` in object storage (an
 erasure of the same subject deletes that copy). The request is tracked in ``gdpr_requests`` like
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session
 from amas.db.audit import append_event
 from amas.db.ledger import erasure_key, key_id
 from amas.db.models import AgentTask, Artifact, DataSubject, RequestKind, RequestStatus, TaskResult, utcnow
+from amas.errors import AmasError
 from amas.gdpr import requests
 from amas.gdpr.discovery import RAW_CASES, RAW_EVENTS, RAW_NOTES, RAW_PEOPLE, Discovery, discover
 from amas.gdpr.identifiers import By, parse_identifier
@@ -146,33 +148,57 @@ def build_zip(sink: BinaryIO, *, files: dict[str, tuple[bytes, int]], object_key
         archive.writestr("manifest.json", json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def export_subject(identifier: str, *, by: By | str = By.auto, out: Path | None = None, actor: str = "amas",
-                   settings: Settings | None = None, engine: Engine | None = None, storage: Storage | None = None,
-                   workspace: Path | None = None, now: datetime | None = None) -> ExportOutcome:
-    """Gather everything about the subject into a ZIP, store it, and record the request."""
+def prefect_rows(discovery: Discovery) -> dict[str, list[dict[str, Any]]]:
+    """Prefect's flow runs, log lines and artifacts that mention the subject, as found."""
+    if discovery.prefect is None:
+        return {}
+    return {name: [{k: _plain(v) for k, v in row.items()} for row in rows]
+            for name, rows in discovery.prefect.records.items() if rows}
+
+
+def export_subject(identifier: str | None = None, *, by: By | str = By.auto, out: Path | None = None,
+                   actor: str = "amas", settings: Settings | None = None, engine: Engine | None = None,
+                   storage: Storage | None = None, workspace: Path | None = None, now: datetime | None = None,
+                   request_ref: str | None = None, prefect: bool = True) -> ExportOutcome:
+    """Gather everything about the subject into a ZIP, store it, and record the request.
+
+    Give ``identifier`` or ``request_ref`` (an export staged with ``requests.stage_request``).
+    """
     from amas.config import get_settings
     from amas.db.session import get_engine, session_scope
     from amas.fsutil import atomic_write
+    from amas.gdpr.erase import search_prefect
     from amas.storage import open_storage
 
-    query = parse_identifier(identifier, by)
     settings = settings or get_settings()
     engine = engine or get_engine(settings)
     storage = storage if storage is not None else open_storage(settings)
     key = erasure_key(settings)
     now = now or utcnow()
+    if request_ref is not None:
+        with session_scope(engine) as session:
+            query = requests.unseal(session, request_ref, key, kind=RequestKind.export)
+    elif identifier is not None:
+        query = parse_identifier(identifier, by)
+    else:
+        raise AmasError("give a subject identifier or a request reference")
     with session_scope(engine) as session:
         discovery = discover(session, query, key=key, storage_url=settings.storage_url, object_exists=storage.exists,
                              workspace=workspace, lineage_file=settings.lineage_file)
         tables = store_rows(session, discovery)
+    if prefect:
+        search_prefect(discovery, settings)
+    else:
+        discovery.notes.append("Prefect metadata was not searched: left out by the caller")
+    with session_scope(engine) as session:
         digest = requests.request_digest(query, discovery, key)
         request, _ = requests.open_request(session, kind=RequestKind.export, subject_digest=digest,
-                                           key_id=key_id(key), actor=actor, now=now)
+                                           key_id=key_id(key), actor=actor, now=now, ref=request_ref)
         ref = request.ref
     datasets = dataset_rows(discovery)
 
     files: dict[str, tuple[bytes, int]] = {}
-    for prefix, groups in (("store", tables), ("datasets", datasets)):
+    for prefix, groups in (("store", tables), ("datasets", datasets), ("prefect", prefect_rows(discovery))):
         for name, rows in groups.items():
             stem = f"{prefix}/{Path(name).with_suffix('').as_posix().removeprefix('data/')}"
             text = json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n"
@@ -181,7 +207,8 @@ def export_subject(identifier: str, *, by: By | str = By.auto, out: Path | None 
     manifest = {"format": FORMAT, "export": "GDPR Art. 15/20 access and portability", "request": ref,
                 "generated_at": utcnow().isoformat(), "subject_digest": digest, "key_id": key_id(key),
                 "result": "no data found" if discovery.nothing_found else "exported",
-                "found": [f.as_dict() for f in discovery.found], "notes": discovery.notes}
+                "found": [f.as_dict() for f in discovery.found], "notes": discovery.notes,
+                "prefect": discovery.prefect.as_dict() if discovery.prefect is not None else None}
     export_key = f"gdpr/{ref}/export.zip"
     try:
         with tempfile.TemporaryDirectory(prefix="amas-export-") as scratch:
@@ -207,6 +234,7 @@ def export_subject(identifier: str, *, by: By | str = By.auto, out: Path | None 
         request.status = RequestStatus.completed
         request.completed_at = utcnow()
         request.certificate_uri = uri
+        requests.forget_subject(request)
         rows = {name: count for name, (_, count) in files.items() if name.endswith(".json")}
         requests.update_summary(request, result=manifest["result"], sha256=sha256, files=len(manifest["files"]),
                                 rows=rows)

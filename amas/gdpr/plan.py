@@ -4,7 +4,8 @@
 the steps run. Artifacts go before tasks (deleting a task would cut the link that finds its
 artifacts), mentions before the subject row (anonymising it loses the identifiers the mentions
 are searched by), the ledger with the subject row (one transaction: anonymised if and only if
-listed), datasets last (they are rewritten from the ledger's digests).
+listed), then Prefect's metadata (artifacts, then flow runs with their logs), datasets last (they
+are rewritten from the ledger's digests).
 
 Anonymisation uses the retention strategies by name (``amas.retention.policy.STRATEGIES``):
 ``external_ref`` gets ``hash_identifier`` (the ledger digest, so the row stays unique and other
@@ -16,6 +17,10 @@ What is kept, and why:
 - a legal hold (``legal_holds`` of a retention policy) on the subject's ``external_ref`` or on
   the whole category keeps that table's rows; a hold on the subject row itself keeps the subject
   out of the ledger and the datasets too (the ledger would erase them on the next restore);
+- Prefect flow runs that have not finished, and log lines without a flow run the API could delete
+  them with: ``keep`` with a reason starting ``cannot erase:`` (the certificate says so);
+- a category legal hold on a ``prefect_flow_runs`` or ``prefect_artifacts`` retention policy keeps
+  the mentioning runs or artifacts;
 - ``audit_events``: legal obligation. The chain is append-only (the database refuses UPDATE and
   DELETE) and its details carry ids, counts and digests, not personal data; discovery checks
   that no event mentions the subject and the certificate states the count.
@@ -41,6 +46,10 @@ SUBJECT_STRATEGIES: dict[str, str] = {
 }
 """Column of ``data_subjects`` -> the retention strategy that anonymises it on erasure."""
 MENTION_STRATEGY = "redact"
+
+CANNOT = "cannot erase: "
+"""How the reason of a step starts when the data stays because no API can remove it (not a hold)."""
+PREFECT_KINDS = frozenset({"prefect_flow_runs", "prefect_artifacts"})
 
 AUDIT_REASON = ("legal obligation: the audit chain is append-only (UPDATE and DELETE are refused) and "
                 "records ids, counts and digests, not personal data")
@@ -80,9 +89,10 @@ def holds_for(policies: PolicySet, external_refs: Iterable[str], today: date) ->
     tables: dict[str, str] = {}
     cases: dict[str, str] = {}
     for policy in policies:
-        table = getattr(policy, "table", None)
+        kind = getattr(policy, "kind", "table")
+        table = getattr(policy, "table", None) or (kind if kind in PREFECT_KINDS else None)
         if not table:
-            continue  # a policy on Prefect metadata or storage prefixes holds nothing in the store
+            continue  # a policy on storage prefixes holds nothing a subject's erasure touches
         for hold in policy.legal_holds:
             if not hold.active_on(today):
                 continue
@@ -165,6 +175,8 @@ def plan_erasure(discovery: Discovery, holds: Holds, ledger_digests: int) -> lis
                           "keyed digests of the subject's identifiers, so restores and the pipeline re-apply "
                           "the erasure"))
 
+    steps.extend(_prefect_steps(discovery, held_tables))
+
     if discovery.datasets is not None:
         for found in discovery.datasets.found:
             if subject_held and found.count:
@@ -181,6 +193,40 @@ def plan_erasure(discovery: Discovery, holds: Holds, ledger_digests: int) -> lis
     reason = AUDIT_REASON + (f"; {mentions} event(s) mention the subject and cannot be changed without breaking "
                              "the chain: review them" if mentions else "; no event mentions the subject")
     steps.append(Step("audit_events", "store", "audit_events", "keep", mentions, reason))
+    return steps
+
+
+def _prefect_steps(discovery: Discovery, held_tables: Mapping[str, str]) -> list[Step]:
+    prefect = discovery.prefect
+    if prefect is None or not prefect.searched:
+        return []
+    steps: list[Step] = []
+    if prefect.artifacts:
+        held = held_tables.get("prefect_artifacts")
+        steps.append(Step("prefect_artifacts", "prefect", "prefect artifacts", "keep" if held else "delete",
+                          len(prefect.artifacts),
+                          held or "Prefect artifacts (agent reports, summaries) whose data or description name the "
+                                  "subject"))
+    deletable = prefect.deletable_runs
+    if deletable:
+        held = held_tables.get("prefect_flow_runs")
+        by_fields = sum(1 for r in deletable if r.fields)
+        lines = sum(r.log_lines for r in deletable)
+        steps.append(Step("prefect_flow_runs", "prefect", "prefect flow runs", "keep" if held else "delete",
+                          len(deletable),
+                          held or f"finished flow runs that name the subject ({by_fields} in their parameters, name, "
+                                  f"tags or state message; {len(deletable) - by_fields} only in their logs); the "
+                                  f"server deletes their task runs and logs ({lines} mentioning line(s)) with them"))
+    unfinished = prefect.unfinished_runs
+    if unfinished:
+        states = ", ".join(sorted({r.state.lower() for r in unfinished}))
+        steps.append(Step("prefect_unfinished_runs", "prefect", "prefect flow runs", "keep", len(unfinished),
+                          f"{CANNOT}the flow run(s) have not finished ({states}); deleting a live run would break "
+                          "it: run the erasure again once they have finished"))
+    if prefect.unattached_log_lines:
+        steps.append(Step("prefect_logs", "prefect", "prefect logs", "keep", prefect.unattached_log_lines,
+                          f"{CANNOT}the log lines belong to no flow run that still exists, and the Prefect API "
+                          "deletes log lines only with their flow run (a deleted run's lines go shortly after it)"))
     return steps
 
 

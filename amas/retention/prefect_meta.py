@@ -10,7 +10,7 @@ Everything goes through the Prefect client API, never the server's database.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -149,3 +149,52 @@ def purge_batch(client: Any, policy: Policy, as_of: datetime, limit: int) -> lis
             pass
         deleted.append(str(item_id))
     return deleted
+
+
+def flow_runs(client: Any) -> Iterator[Any]:
+    """Every flow run, newest first by id, a page at a time (GDPR discovery reads their parameters)."""
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    offset = 0
+    while True:
+        page = client.read_flow_runs(sort=FlowRunSort.ID_DESC, limit=PAGE, offset=offset)
+        yield from page
+        if len(page) < PAGE:
+            return
+        offset += PAGE
+
+
+def log_lines(client: Any, log_filter: Any, limit: int) -> Iterator[Any]:
+    """Log lines matching ``log_filter``, newest first, at most ``limit`` of them."""
+    from prefect.client.schemas.sorting import LogSort
+
+    offset = 0
+    while offset < limit:
+        page = client.read_logs(log_filter=log_filter, sort=LogSort.TIMESTAMP_DESC, limit=min(PAGE, limit - offset),
+                                offset=offset)
+        yield from page
+        if len(page) < min(PAGE, limit - offset):
+            return
+        offset += len(page)
+
+
+def delete_each(delete: Callable[[Any], None], ids: Iterable[Any]) -> dict[str, list[str]]:
+    """Delete every id through the API, carrying on past failures.
+
+    Returns the ids ``deleted``, those already ``gone`` (deleted meanwhile: the goal is reached)
+    and those that ``failed``, each as ``"id: why"``.
+    """
+    import httpx
+    from prefect.exceptions import ObjectNotFound
+
+    outcome: dict[str, list[str]] = {"deleted": [], "gone": [], "failed": []}
+    for item_id in ids:
+        try:
+            delete(item_id)
+        except ObjectNotFound:
+            outcome["gone"].append(str(item_id))
+        except httpx.HTTPError as exc:
+            outcome["failed"].append(f"{item_id}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+        else:
+            outcome["deleted"].append(str(item_id))
+    return outcome

@@ -65,6 +65,20 @@ def dataset_mentions(work: Path, person: dict[str, Any]) -> list[str]:
     return found
 
 
+def stage(engine: Any, subject: str) -> str:
+    """Stage an erasure request (the flow takes its reference, never the identifier)."""
+    from amas.db.ledger import key_id
+    from amas.db.models import RequestKind
+    from amas.gdpr.identifiers import parse_identifier
+    from amas.gdpr.requests import stage_request
+
+    key = erasure_key(get_settings())
+    with session_scope(engine) as session:
+        request, _ = stage_request(session, kind=RequestKind.erase, query=parse_identifier(subject), key=key,
+                                   key_id=key_id(key), actor="test")
+        return request.ref
+
+
 def cache_object(work: Path, md5: str) -> Path:
     return work / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
 
@@ -105,7 +119,7 @@ def test_the_flow_erases_a_person_from_store_storage_datasets_and_old_versions(
     # A backup taken before the erasure holds the person in the store, the artifacts and the DVC index.
     older = run_backup(engine, settings)
 
-    summary = gdpr_erase(params=ErasureInput(subject=person["email"].upper(), dry_run=False,
+    summary = gdpr_erase(params=ErasureInput(request=stage(engine, person["email"].upper()), dry_run=False,
                                              workspace=str(work)))
 
     # Store and storage.
@@ -182,7 +196,8 @@ def test_the_flow_erases_a_person_from_store_storage_datasets_and_old_versions(
     assert person["email"].encode() not in index and person["subject_id"].encode() not in index
 
     # Idempotent: a second request finds nothing and rewrites nothing.
-    again = gdpr_erase(params=ErasureInput(subject=person["email"], dry_run=False, workspace=str(work)))
+    again = gdpr_erase(params=ErasureInput(request=stage(engine, person["email"]), dry_run=False,
+                                           workspace=str(work)))
     assert again["result"] == "no data found"
     assert again["datasets"] is None and locked_outs(work) == after
 
