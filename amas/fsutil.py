@@ -1,12 +1,17 @@
-"""Crash-safe file writes: a reader sees the old file or the complete new one, never a part."""
+"""File helpers: crash-safe writes (a reader sees the old file or the complete new one, never a
+part) and non-blocking file locks (one holder at a time, a second one refused at once)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from amas.errors import AmasError
 
 
 def fsync_dir(directory: Path) -> None:
@@ -40,3 +45,22 @@ def atomic_write(target: Path, write: Callable[[BinaryIO], None]) -> Path:
         raise
     fsync_dir(target.parent)
     return target
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created) for the block, or raise ``AmasError(busy)`` at once.
+
+    The kernel releases the lock when its holder exits, however it exits, so a killed run never
+    leaves a stale lock behind. ``flock`` locks belong to an open file description: a second
+    holder in the same process is refused too.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AmasError(busy) from None
+        yield
+    finally:
+        os.close(fd)

@@ -21,10 +21,8 @@ retried by the flow.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
-import os
 import secrets
 import shutil
 import sys
@@ -57,6 +55,7 @@ from amas.db.audit import append_event
 from amas.db.models import Backup, BackupStatus, utcnow
 from amas.db.session import session_scope
 from amas.errors import AmasError, ConfigError
+from amas.fsutil import exclusive_lock
 from amas.storage import Storage, open_storage, storage_for_url
 from amas.storage.base import ObjectInfo, StorageUnavailable
 
@@ -104,15 +103,8 @@ def backup_lock(engine: Engine, settings: Settings) -> Iterator[None]:
                 conn.execute(select(func.pg_advisory_unlock(LOCK_KEY)))
         return
     path = store_source.sqlite_path(engine)
-    fd = os.open(path.with_name(path.name + ".backup.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AmasError(busy) from None
+    with exclusive_lock(path.with_name(path.name + ".backup.lock"), busy):
         yield
-    finally:
-        os.close(fd)
 
 
 _retry_small = retry(retry=retry_if_exception_type(StorageUnavailable), stop=stop_after_attempt(4),

@@ -5,6 +5,10 @@ One per request, as JSON (for machines and auditors) and HTML (for people), stor
 the HTML's sha256; the JSON's own sha256 goes into the request row and the ``gdpr.erase.completed``
 audit event, whose hash chain then vouches for both. The subject appears only as the keyed
 digest; an unknown subject gets a "no data found" certificate, not an error.
+
+The ``prefect`` section says whether Prefect's metadata was searched (and if not, why), what the
+search covered (its bound on log lines), and the counts found, deleted and left because the API
+cannot delete them.
 """
 
 from __future__ import annotations
@@ -40,14 +44,24 @@ def _iso(value: Any) -> str | None:
 def build_erasure_certificate(session: Session, request: GdprRequest, outcome: ErasureOutcome, *,
                               key_id: str, completed_at: Any) -> dict[str, Any]:
     discovery = outcome.discovery
+    from amas.gdpr.plan import CANNOT
+
     kept = [s for s in outcome.plan if s.action == "keep" and s.count and s.location != "audit_events"]
+    cannot = [s for s in kept if s.reason.startswith(CANNOT)]
+    held = [s for s in kept if not s.reason.startswith(CANNOT)]
     earlier_steps = (request.summary or {}).get("steps", {})
     if outcome.nothing_found and not earlier_steps and not outcome.done:
         result = "no data found"
-    elif kept:
+    elif held and cannot:
+        result = "erased, except what legal holds keep and what cannot be erased"
+    elif held:
         result = "erased, except what legal holds keep"
+    elif cannot:
+        result = "erased, except what cannot be erased"
     else:
         result = "erased"
+    if (outcome.datasets or {}).get("purge_unfinished") and result != "no data found":
+        result += "; old dataset versions are still to be purged from a DVC remote that could not be reached"
     previously = discovery.ledger_entries
     notes = list(discovery.notes)
     if outcome.nothing_found and previously:
@@ -84,11 +98,26 @@ def build_erasure_certificate(session: Session, request: GdprRequest, outcome: E
         "datasets": outcome.datasets,
         "steps": (request.summary or {}).get("steps", {}),
         "verified_remaining": outcome.remaining,
+        "prefect": prefect_section(outcome),
         "ledger": {"entries_for_request": entries, "position": ledger_position(session),
                    "previously_listed": previously, "published": done.get("ledger_published")},
         "audit": [{"id": i, "action": a, "hash": h} for i, a, h in events],
         "notes": notes,
     }
+
+
+def prefect_section(outcome: ErasureOutcome) -> dict[str, Any]:
+    """What happened in Prefect's metadata: searched or why not, the scope, found, done, left."""
+    prefect = outcome.discovery.prefect
+    if prefect is None:
+        return {"searched": False, "reason": "not searched by this request", "scope": None}
+    section = prefect.as_dict()
+    section["deleted"] = {"flow_runs": (outcome.done.get("prefect_flow_runs") or {}).get("flow_runs", 0),
+                          "artifacts": (outcome.done.get("prefect_artifacts") or {}).get("artifacts", 0)}
+    section["cannot_erase"] = [{"location": s.location, "count": s.count, "reason": s.reason}
+                               for s in outcome.plan if s.store == "prefect" and s.action == "keep"
+                               and s.reason.startswith("cannot erase")]
+    return section
 
 
 def render_html(document: dict[str, Any]) -> str:
@@ -122,10 +151,13 @@ def render_html(document: dict[str, Any]) -> str:
                                                     "done"]),
         "<h2>Datasets</h2>",
         table(datasets.get("versions", []), ["path", "old_md5", "new_md5"]),
-        table(datasets.get("purged", []), ["path", "md5", "cache", "remote"]),
+        table(_purged_rows(datasets), ["path", "md5", "cache", "remotes"]),
+        table(datasets.get("remotes", []), ["name", "where", "same_as"]),
+        *_unfinished_purge(datasets, e),
         "<h2>Steps carried out (all attempts)</h2>",
         table([{"step": k, **v} for k, v in (document.get("steps") or {}).items()], ["step", "at"] + sorted(
             {c for v in (document.get("steps") or {}).values() for c in v if c != "at"})),
+        "<h2>Prefect metadata</h2>", _prefect_html(document.get("prefect") or {}),
         "<h2>Checked afterwards</h2>", table(remaining, ["location", "remaining"]),
         "<h2>Audit events</h2>", table(document["audit"], ["id", "action", "hash"]),
         "<h2>Notes</h2><ul>", *(f"<li>{e(n)}</li>" for n in document["notes"]), "</ul>",
@@ -133,6 +165,37 @@ def render_html(document: dict[str, Any]) -> str:
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _prefect_html(section: dict[str, Any]) -> str:
+    e = html.escape
+    if not section.get("searched"):
+        return f"<p><strong>Not searched:</strong> {e(str(section.get('reason') or 'unknown'))}</p>"
+    rows = [("scope", section.get("scope")), ("flow runs found", section.get("flow_runs")),
+            ("of which by parameters", section.get("flow_runs_by_parameters")),
+            ("of which by logs", section.get("flow_runs_by_logs")), ("log lines found", section.get("log_lines")),
+            ("artifacts found", section.get("artifacts")), ("deleted", section.get("deleted")),
+            ("cannot erase", section.get("cannot_erase"))]
+    return "<table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(_cell(v))}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _purged_rows(datasets: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per purged object, its places as ``name: what happened`` (older entries had one ``remote``)."""
+    rows = []
+    for entry in datasets.get("purged", []):
+        places = entry.get("remotes")
+        shown = "; ".join(f"{name}: {status}" for name, status in places.items()) if places else entry.get("remote")
+        rows.append({**entry, "remotes": shown})
+    return rows
+
+
+def _unfinished_purge(datasets: dict[str, Any], e: Any) -> list[str]:
+    unfinished = datasets.get("purge_unfinished") or {}
+    if not unfinished:
+        return []
+    return [f"<p><strong>{len(unfinished)} superseded object(s) could not be deleted from every remote</strong> "
+            "(see the failed places above); they stay pending and the next erasure of this workspace tries "
+            f"again: {e(', '.join(sorted(unfinished)))}</p>"]
 
 
 def _cell(value: Any) -> str:
@@ -155,10 +218,16 @@ def render_markdown(document: dict[str, Any], uri: str | None = None) -> str:
         reason = str(action["reason"]).replace("|", "\\|")
         lines.append(f"| {action['store']} | {action['location']} | {action['action']} | {action['count']} | "
                      f"{reason} |")
+    prefect = document.get("prefect") or {}
+    lines += ["", f"Prefect metadata: {prefect.get('scope') or prefect.get('reason')}"]
     remaining = document.get("verified_remaining") or {}
     if remaining:
         lines += ["", "Checked afterwards (rows or objects left): "
                   + ", ".join(f"{k}: {v}" for k, v in remaining.items())]
+    unfinished = (document.get("datasets") or {}).get("purge_unfinished") or {}
+    if unfinished:
+        lines += ["", f"**{len(unfinished)} superseded dataset object(s) could not be deleted from every DVC "
+                      "remote**; they stay pending and the next erasure of the workspace tries again."]
     for note in document["notes"]:
         lines.append(f"- {note}")
     if uri:
@@ -191,6 +260,7 @@ def issue_erasure_certificate(session: Session, request: GdprRequest, outcome: E
     request.completed_at = completed_at
     request.certificate_uri = uri
     request.error = None
+    requests.forget_subject(request)
     requests.update_summary(request, result=document["result"], certificate_sha256=stored["json_sha256"],
                             html_sha256=stored["html_sha256"],
                             found={f["location"]: f["count"] for f in document["found"]},

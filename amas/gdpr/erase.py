@@ -10,6 +10,15 @@ again after it completed finds nothing, and the certificate says so.
 
 Storage objects are deleted before the rows that point at them: a crash in between leaves a row
 pointing at nothing (found and finished by the next run), never an object nobody can find.
+
+Prefect's metadata is searched too (``amas.gdpr.prefect_mentions``): artifacts that mention the
+subject are deleted, and finished flow runs whose parameters or logs do (with their task runs and
+logs). When the Prefect API cannot be reached the other stores are still erased and the
+certificate says Prefect was not searched, and why.
+
+The identifier comes either as an argument (the library call, the CLI's dry run) or, for the
+``gdpr-erase`` flow, sealed in a staged request (``amas.gdpr.requests.stage_request``) that the
+flow names by its reference, so the identifier never becomes a Prefect flow-run parameter.
 """
 
 from __future__ import annotations
@@ -49,12 +58,13 @@ from amas.gdpr.discovery import (
     storage_key,
     text_needles,
 )
-from amas.gdpr.identifiers import By, parse_identifier
+from amas.gdpr.identifiers import By, SubjectQuery, parse_identifier
 from amas.gdpr.plan import Holds, Step, holds_for, plan_erasure, summarise
 from amas.retention.policy import REDACTED
 
 if TYPE_CHECKING:
     from amas.config import Settings
+    from amas.gdpr.prefect_mentions import PrefectDiscovery
     from amas.lineage import ParentRun
     from amas.retention.policy import PolicySet
     from amas.storage import Storage
@@ -79,6 +89,9 @@ class EraseContext:
     """Tasks of others whose parameters discovery found mentioning the subject (one scan per request)."""
     mentioning_results: list[int] = field(default_factory=list, repr=False)
     now: datetime = field(default_factory=utcnow)
+    settings: Settings | None = field(default=None, repr=False)
+    prefect: PrefectDiscovery | None = None
+    """What discovery found in Prefect (ids); the Prefect steps delete exactly those, re-checked."""
 
     @property
     def needles(self) -> list[str]:
@@ -186,6 +199,25 @@ def anonymise_subjects(session: Session, ctx: EraseContext) -> dict[str, int]:
     return {"subjects": len(rows), "ledger_entries": len(entries)}
 
 
+def delete_prefect_artifacts(session: Session, ctx: EraseContext) -> dict[str, int]:
+    """Delete the Prefect artifacts discovery found that still mention the subject (the session
+    only carries the audit event)."""
+    from amas.gdpr.prefect_mentions import delete_artifacts
+
+    if ctx.prefect is None or ctx.settings is None:
+        return {"artifacts": 0}
+    return delete_artifacts(ctx.settings, ctx.prefect.artifacts, mention_pattern(ctx.needles))
+
+
+def delete_prefect_runs(session: Session, ctx: EraseContext) -> dict[str, int]:
+    """Delete the finished flow runs discovery found mentioning the subject, with their logs."""
+    from amas.gdpr.prefect_mentions import delete_flow_runs
+
+    if ctx.prefect is None or ctx.settings is None:
+        return {"flow_runs": 0}
+    return delete_flow_runs(ctx.settings, [r.id for r in ctx.prefect.deletable_runs])
+
+
 STORE_STEPS: dict[str, Callable[[Session, EraseContext], dict[str, int]]] = {
     "artifacts": erase_artifacts,
     "exports": delete_exports,
@@ -193,6 +225,8 @@ STORE_STEPS: dict[str, Callable[[Session, EraseContext], dict[str, int]]] = {
     "task_mentions": redact_task_mentions,
     "result_mentions": redact_result_mentions,
     "data_subjects": anonymise_subjects,
+    "prefect_artifacts": delete_prefect_artifacts,
+    "prefect_flow_runs": delete_prefect_runs,
 }
 """Plan step name -> the function that carries it out (``artifact_objects`` and ``task_results``
 are done by ``artifacts`` and ``agent_tasks``; ``ledger`` by ``data_subjects``)."""
@@ -237,23 +271,42 @@ def _policies() -> PolicySet:
     return load_policies()
 
 
-def erase_subject(identifier: str, *, by: By | str = By.auto, dry_run: bool = False, actor: str = "amas",
-                  settings: Settings | None = None, engine: Engine | None = None, storage: Storage | None = None,
-                  workspace: Path | None = None, push: bool = True, purge: bool = True,
-                  policies: PolicySet | None = None, now: datetime | None = None,
-                  lineage_parent: ParentRun | None = None) -> ErasureOutcome:
-    """Erase (or with ``dry_run`` only plan erasing) everything about one subject; see the module doc."""
+def search_prefect(discovery: Discovery, settings: Settings) -> None:
+    """Attach what Prefect holds about the subject to ``discovery`` (with a note when it could not
+    be searched), leaving out the flow run this request runs in."""
+    from prefect.runtime import flow_run
+
+    from amas.gdpr.prefect_mentions import discover_prefect
+
+    needles = discovery.text_needles()
+    discovery.prefect = discover_prefect(settings, needles, mention_pattern(needles),
+                                         exclude_runs=[flow_run.id] if flow_run.id else [])
+    discovery.notes.append(discovery.prefect.scope)
+
+
+def erase_subject(identifier: str | None = None, *, by: By | str = By.auto, dry_run: bool = False,
+                  actor: str = "amas", settings: Settings | None = None, engine: Engine | None = None,
+                  storage: Storage | None = None, workspace: Path | None = None, push: bool = True,
+                  purge: bool = True, policies: PolicySet | None = None, now: datetime | None = None,
+                  lineage_parent: ParentRun | None = None, request_ref: str | None = None,
+                  prefect: bool = True) -> ErasureOutcome:
+    """Erase (or with ``dry_run`` only plan erasing) everything about one subject; see the module doc.
+
+    Give either ``identifier`` (with ``by``) or ``request_ref``, a request staged with
+    ``amas.gdpr.requests.stage_request`` that holds the identifier sealed. ``prefect=False``
+    leaves Prefect's metadata out (the certificate says so).
+    """
     from amas.config import get_settings
     from amas.db.session import get_engine, session_scope
     from amas.storage import open_storage
 
-    query = parse_identifier(identifier, by)
     settings = settings or get_settings()
     engine = engine or get_engine(settings)
     storage = storage if storage is not None else open_storage(settings)
     key = erasure_key(settings)
     now = now or utcnow()
     policies = policies if policies is not None else _policies()
+    query = _query(engine, identifier, by, request_ref, key, RequestKind.erase)
 
     def look() -> Discovery:
         with session_scope(engine) as session:
@@ -261,6 +314,17 @@ def erase_subject(identifier: str, *, by: By | str = By.auto, dry_run: bool = Fa
                             workspace=workspace, lineage_file=settings.lineage_file)
 
     discovery = look()
+    if prefect:
+        search_prefect(discovery, settings)
+        from amas.gdpr.prefect_mentions import add_pending_runs
+
+        with session_scope(engine) as session:
+            pending = requests.prefect_pending(session, sorted({requests.request_digest(query, discovery, key),
+                                                                query.digest(key), *discovery.digests(key)}))
+        assert discovery.prefect is not None
+        add_pending_runs(settings, discovery.prefect, pending)
+    else:
+        discovery.notes.append("Prefect metadata was not searched: left out by the caller")
     holds = holds_for(policies, [s.external_ref for s in discovery.subjects], now.date())
     identifiers = discovery.identifiers() if not discovery.nothing_found else set()
     plan = plan_erasure(discovery, holds, len({subject_digest(v, key) for v in identifiers}))
@@ -272,7 +336,7 @@ def erase_subject(identifier: str, *, by: By | str = By.auto, dry_run: bool = Fa
     digest = requests.request_digest(query, discovery, key)
     with session_scope(engine) as session:
         request, outcome.resumed = requests.open_request(session, kind=RequestKind.erase, subject_digest=digest,
-                                                         key_id=key_id(key), actor=actor, now=now)
+                                                         key_id=key_id(key), actor=actor, now=now, ref=request_ref)
         ref = request.ref
         append_event(session, actor=actor, action="gdpr.erase.planned", entity_type="gdpr_request", entity_id=ref,
                      details={"found": {f.location: f.count for f in discovery.found},
@@ -281,7 +345,8 @@ def erase_subject(identifier: str, *, by: By | str = By.auto, dry_run: bool = Fa
     ctx = EraseContext(subject_ids=discovery.subject_ids, identifiers=identifiers, key=key, request_ref=ref,
                        actor=actor, storage=storage, storage_url=settings.storage_url, holds=holds,
                        exports=discovery.exports, mentioning_tasks=discovery.mentioning_tasks,
-                       mentioning_results=discovery.mentioning_results, now=now)
+                       mentioning_results=discovery.mentioning_results, now=now, settings=settings,
+                       prefect=discovery.prefect)
     try:
         for name in executable_steps(plan):
             with session_scope(engine) as session:
@@ -299,6 +364,10 @@ def erase_subject(identifier: str, *, by: By | str = By.auto, dry_run: bool = Fa
                                                purge=purge, actor=actor, parent=lineage_parent)
             outcome.done["datasets"] = {"stages": len(outcome.datasets["stages_ran"]),
                                         "purged": len(outcome.datasets["purged"])}
+        if discovery.prefect is not None and discovery.prefect.searched:
+            with session_scope(engine) as session:
+                requests.set_prefect_pending(session, requests.load(session, ref),
+                                             [r.id for r in discovery.prefect.unfinished_runs])
         outcome.remaining = _remaining(engine, ctx, discovery, plan, workspace)
         from amas.gdpr.certificate import issue_erasure_certificate
 
@@ -311,6 +380,19 @@ def erase_subject(identifier: str, *, by: By | str = By.auto, dry_run: bool = Fa
         _fail(engine, ref, exc, actor)
         raise
     return outcome
+
+
+def _query(engine: Engine, identifier: str | None, by: By | str, request_ref: str | None, key: bytes,
+           kind: RequestKind) -> SubjectQuery:
+    """The checked identifier: given, or unsealed from the staged request ``request_ref``."""
+    if request_ref is None:
+        if identifier is None:
+            raise AmasError("give a subject identifier or a request reference")
+        return parse_identifier(identifier, by)
+    from amas.db.session import session_scope
+
+    with session_scope(engine) as session:
+        return requests.unseal(session, request_ref, key, kind=kind)
 
 
 def _datasets_planned(plan: list[Step], discovery: Discovery) -> bool:
@@ -328,12 +410,18 @@ def _datasets_pending(engine: Engine, workspace: Path | None, key: bytes) -> boo
     from amas.gdpr.erasure_list import ERASURE_LIST, read_erasure_list
     from amas.pipeline.files import md5_file
 
+    from amas.gdpr.datasets import pending_purges
+
     if workspace is None or not (workspace / "dvc.yaml").exists():
         return False
+    if pending_purges(workspace):
+        return True  # old versions an unreachable remote still holds: try it again
     with session_scope(engine) as session:
         ledger = set(session.scalars(select(ErasureLedgerEntry.subject_digest)
                                      .where(ErasureLedgerEntry.key_id == key_id(key))))
-    if ledger - read_erasure_list(workspace).digests:
+        promised = any((r.summary or {}).get("purge_pending") for r in session.scalars(
+            select(GdprRequest).where(GdprRequest.kind == RequestKind.erase)))
+    if promised or ledger - read_erasure_list(workspace).digests:
         return True
     listed = workspace / ERASURE_LIST
     if not listed.exists():
@@ -387,9 +475,12 @@ def _erase_datasets(engine: Engine, ref: str, discovery: Discovery, key: bytes, 
                   "listed_digests": result.digests}
         _note_step(session, ref, "datasets", counts, actor)
         if purge:
-            for earlier in session.scalars(select(GdprRequest).where(GdprRequest.kind == RequestKind.erase)):
+            # What is still pending (an unreachable remote) now belongs to this request alone.
+            for earlier in session.scalars(select(GdprRequest).where(GdprRequest.kind == RequestKind.erase,
+                                                                    GdprRequest.ref != ref)):
                 if (earlier.summary or {}).get("purge_pending"):
                     requests.update_summary(earlier, purge_pending={})
+            requests.update_summary(requests.load(session, ref), purge_pending=dict(result.unfinished))
     return details
 
 
@@ -440,7 +531,15 @@ def _remaining(engine: Engine, ctx: EraseContext, discovery: Discovery, plan: li
     if workspace is not None and discovery.datasets is not None:
         again = discover_datasets(workspace, ctx.identifiers)
         counts.update({f.location: f.count for f in again.found})
-    return {location: counts.get(location, 0) for location in sorted(changed)}
+    left = {location: counts.get(location, 0) for location in sorted(changed)}
+    if discovery.prefect is not None and ctx.settings is not None:
+        from amas.gdpr.prefect_mentions import remaining
+
+        deletes = {s.name for s in plan if s.action == "delete"}
+        left.update(remaining(ctx.settings, discovery.prefect, pattern,
+                              runs_deleted="prefect_flow_runs" in deletes,
+                              artifacts_deleted="prefect_artifacts" in deletes))
+    return left
 
 
 def _fail(engine: Engine, ref: str, exc: BaseException, actor: str) -> None:

@@ -16,7 +16,8 @@ The order of one run:
 
 Idempotent: every batch re-selects what is still due, so a second run finds nothing new, and
 a run that crashed is finished by the next one (which marks the dead run ``failed``).
-On PostgreSQL an advisory lock lets only one run work at a time.
+Only one run works on a store at a time: a PostgreSQL advisory lock, or a file lock beside a
+SQLite database (``<file>.retention.lock``); a second run is refused at once (``exclusive``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, delete, func, select, update
@@ -44,12 +46,14 @@ from amas.db.ledger import subject_digest
 from amas.db.models import RetentionRun, RunStatus, utcnow
 from amas.db.session import session_scope
 from amas.errors import AmasError, ConfigError
+from amas.fsutil import exclusive_lock
 from amas.retention import objects, prefect_meta
 from amas.retention.policy import APPEND_ONLY_TABLES, REDACTED, Policy
 from amas.retention.query import HEX_DIGEST, CategoryCounts, TableScope, count_table, empty_counts
 from amas.storage.base import Storage
 
 LOCK_KEY = 0x616D6172  # 'amar': one retention apply at a time on a PostgreSQL store
+BUSY = "another retention apply is running on this store; wait for it to finish"
 VACUUM_AFTER_ROWS = 50_000
 """After removing this many rows of a table, vacuum it (PostgreSQL) before the next category."""
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -184,14 +188,29 @@ def _unavailable(policy: Policy, as_of: datetime, reason: str) -> CategoryCounts
 
 @contextmanager
 def exclusive(engine: Engine) -> Iterator[None]:
-    """Hold the retention advisory lock on PostgreSQL for the block (SQLite serialises writers anyway)."""
+    """One retention apply per store at a time; a second one is refused at once, not queued.
+
+    PostgreSQL: an advisory lock. SQLite: a file lock beside the database file. SQLite does
+    serialise single writes, but two runs would interleave their batches, and each would take
+    the other's ``running`` row for a dead run and mark it failed. An in-memory SQLite store
+    belongs to one process and needs no lock.
+    """
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            yield
+            return
+        path = Path(database).resolve()
+        with exclusive_lock(path.with_name(path.name + ".retention.lock"), BUSY):
+            yield
+        return
     if engine.dialect.name != "postgresql":
         yield
         return
     # Autocommit: an idle open transaction would hold back VACUUM for the whole run.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if not conn.execute(select(func.pg_try_advisory_lock(LOCK_KEY))).scalar():
-            raise AmasError("another retention apply is running on this store; wait for it to finish")
+            raise AmasError(BUSY)
         try:
             yield
         finally:

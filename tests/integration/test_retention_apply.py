@@ -411,6 +411,55 @@ def test_a_concurrent_apply_is_refused_on_postgresql(fresh_pg_url: str, storage:
         engine.dispose()
 
 
+def test_a_concurrent_apply_is_refused_on_sqlite(tmp_path: Path, storage: LocalStorage) -> None:
+    import threading
+
+    from amas.db.migrate import upgrade
+    from amas.db.session import create_store_engine
+
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(engine)
+    try:
+        seed(engine)
+        refused: list[BaseException] = []
+        second_outcomes: list[Any] = []
+
+        def second_apply() -> None:
+            try:
+                second_outcomes.append(run(engine, storage))
+            except BaseException as exc:  # kept for the assertions below
+                refused.append(exc)
+
+        def start_another(category: str, batch: int, _applied: int) -> None:
+            # Mid-run, after the first batch committed: another apply (its own thread, its own
+            # open of the lock file, as another process would be) tries to start.
+            if (category, batch) == ("task_results", 1):
+                other = threading.Thread(target=second_apply)
+                other.start()
+                other.join(timeout=30)
+
+        first = run(engine, storage, on_batch=start_another)
+
+        assert second_outcomes == [] and len(refused) == 1
+        assert isinstance(refused[0], AmasError)
+        assert str(refused[0]) == "another retention apply is running on this store; wait for it to finish"
+        assert first.status == "completed"
+        assert {name: p.applied for name, p in first.categories.items()} == {
+            "task_results": 8, "agent_tasks": 6, "artifacts": 5, "audit_events": 0, "erased_subjects": 1}
+        with session_scope(engine) as session:
+            (stored,) = session.scalars(select(RetentionRun)).all()
+            assert stored.id == first.run_id and stored.status is RunStatus.completed
+        assert [e.action for e in retention_events(engine)] == ["retention.apply"] * len(policies())
+        assert len(list(storage.list("archive/artifacts/"))) == 3, "2 batches and a manifest, archived once"
+        assert count(engine, AgentTask) == 5 and count(engine, TaskResult) == 3
+
+        # The lock goes with the run: the next apply works, and finds nothing left to do.
+        again = run(engine, storage)
+        assert again.status == "completed" and {p.applied for p in again.categories.values()} == {0}
+    finally:
+        engine.dispose()
+
+
 def test_a_bulk_removal_is_followed_by_vacuum_on_postgresql(store_engine: Engine, storage: LocalStorage,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     seed(store_engine)
