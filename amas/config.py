@@ -145,10 +145,11 @@ class AgentSettings(BaseSettings):
 
 class RetentionSettings(BaseSettings):
     model_config = _config("AMAS_RETENTION_")
-    public: ClassVar[frozenset[str]] = frozenset({"max_fraction", "batch_size"})
+    public: ClassVar[frozenset[str]] = frozenset({"max_fraction", "batch_size", "workers"})
 
     max_fraction: float = Field(0.5, gt=0, le=1, description="Largest share of a category one `retention apply` may delete or anonymize; more stops the run until it is re-run with --confirm.")
     batch_size: int = Field(10000, ge=1, le=1000000, description="Rows per retention batch; each batch is its own transaction.")
+    workers: int = Field(2, ge=1, le=8, description="Connections that delete a category's batches side by side on PostgreSQL, each in its own range of the primary key (1: one at a time). SQLite always uses one.")
 
 
 class BackupSettings(BaseSettings):

@@ -14,6 +14,9 @@ The order of one run:
    the chain and deletes nothing.
 4. One audit event per category (counts, cutoff, run id; never row contents).
 
+On PostgreSQL a delete category runs on ``AMAS_RETENTION_WORKERS`` connections at once, each in
+its own range of the primary key (the server's CPU is the limit, one core per connection).
+
 Idempotent: every batch re-selects what is still due, so a second run finds nothing new, and
 a run that crashed is finished by the next one (which marks the dead run ``failed``).
 Only one run works on a store at a time: a PostgreSQL advisory lock, or a file lock beside a
@@ -30,7 +33,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -382,9 +385,12 @@ def _apply_category(engine: Engine, run: _Run, policy: Policy, policies: Sequenc
             steps = _table_batches(engine, run, policy, policies, progress, settings, storage, batch_size)
         else:
             steps = _api_batches(engine, run, policy, progress, storage, prefect_client, batch_size)
-        for _ in steps:
-            if on_batch is not None:
-                on_batch(policy.category, progress.batches, progress.applied)
+        # closing: a hook that raises stops the batches at once (parallel workers included), and
+        # batches they committed meanwhile are counted before the run is recorded as failed.
+        with closing(steps):
+            for _ in steps:
+                if on_batch is not None:
+                    on_batch(policy.category, progress.batches, progress.applied)
         progress.status = "completed" if progress.batches else "nothing due"
     if policy.kind == "table" and policy.destructive and progress.applied >= VACUUM_AFTER_ROWS:
         progress.vacuum_seconds = _vacuum(engine, policy)
@@ -446,6 +452,9 @@ def _table_batches(engine: Engine, run: _Run, policy: Policy, policies: Sequence
         key = erasure_key(settings)
     after: Any = None
     dialect = engine.dialect.name
+    if policy.action == "delete" and dialect == "postgresql" and settings.retention.workers > 1:
+        yield from _parallel_deletes(engine, run, scope, progress, settings.retention.workers, batch_size)
+        return
     while True:
         with session_scope(engine) as session:
             if append_only:
@@ -456,8 +465,7 @@ def _table_batches(engine: Engine, run: _Run, policy: Policy, policies: Sequence
                 changed, after = _archive_batch(session, scope, run, progress, storage, after, batch_size)
                 more = after is not None
             elif policy.action == "delete":
-                ids = session.scalars(delete(scope.table).where(scope.in_batch(after, batch_size, dialect))
-                                      .returning(scope.pk)).all()
+                ids = _delete_batch(session, scope, after, batch_size)
                 changed, after = len(ids), max(ids) if ids else None
                 more = bool(ids)
             elif key is not None:
@@ -474,6 +482,77 @@ def _table_batches(engine: Engine, run: _Run, policy: Policy, policies: Sequence
             progress.batches += 1
             run.record(session)
         yield
+
+
+def _delete_batch(session: Session, scope: TableScope, after: Any, limit: int, upto: Any = None) -> list[Any]:
+    dialect = session.get_bind().dialect.name
+    return list(session.scalars(delete(scope.table).where(scope.in_batch(after, limit, dialect, upto))
+                                .returning(scope.pk)).all())
+
+
+def _parallel_deletes(engine: Engine, run: _Run, scope: TableScope, progress: CategoryProgress, workers: int,
+                      batch_size: int) -> Iterator[None]:
+    """Delete batches on ``workers`` connections at once, each in its own primary-key range.
+
+    On PostgreSQL a delete batch is CPU in the server (the row's index entries and, per row, the
+    foreign-key triggers of its dependents), so one connection keeps one core busy; the ranges
+    are disjoint, so the workers never wait on each other's rows. Each batch is still its own
+    transaction that re-selects what is due, so a crash at any point leaves a run the next one
+    finishes. Progress is recorded here, in the calling thread, after every batch.
+    """
+    import queue
+    import threading
+
+    with session_scope(engine) as session:
+        points = scope.split_points(session, workers)
+    ranges = list(zip([None, *points], [*points, None], strict=True))
+    done: queue.Queue[tuple[int, BaseException | None]] = queue.Queue()
+    stop = threading.Event()
+
+    def work(after: Any, upto: Any) -> None:
+        try:
+            while not stop.is_set():
+                with session_scope(engine) as session:
+                    ids = _delete_batch(session, scope, after, batch_size, upto)
+                if not ids:
+                    break
+                after = max(ids)
+                done.put((len(ids), None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread, which raises it
+            done.put((0, exc))
+        finally:
+            done.put((-1, None))
+
+    threads = [threading.Thread(target=work, args=r, name=f"retention-{scope.policy.category}-{i}", daemon=True)
+               for i, r in enumerate(ranges)]
+    for thread in threads:
+        thread.start()
+    running, failure = len(threads), None
+    try:
+        while running:
+            count, exc = done.get()
+            if count < 0:
+                running -= 1
+            elif exc is not None:
+                failure = failure or exc
+                stop.set()
+            else:
+                progress.applied += count
+                progress.batches += 1
+                with session_scope(engine) as session:
+                    run.record(session)
+                yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        while not done.empty():  # batches committed after the last one reported here
+            count, _ = done.get()
+            if count > 0:
+                progress.applied += count
+                progress.batches += 1
+    if failure is not None:
+        raise failure
 
 
 def _anonymized_values(scope: TableScope) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    text,
     true,
 )
 from sqlalchemy.orm import Session
@@ -141,23 +142,46 @@ class TableScope:
     def actionable(self) -> ColumnElement[bool]:
         return and_(self.due(), not_(self.held()), self.pending())
 
-    def batch_ids(self, after: Any, limit: int) -> Select[Any]:
-        """The next ``limit`` actionable ids after ``after`` (keyset order by primary key)."""
+    def batch_ids(self, after: Any, limit: int, upto: Any = None) -> Select[Any]:
+        """The next ``limit`` actionable ids after ``after`` and at most ``upto`` (keyset order by primary key)."""
         query = select(self.pk).where(self.actionable())
         if after is not None:
             query = query.where(self.pk > after)
+        if upto is not None:
+            query = query.where(self.pk <= upto)
         return query.order_by(self.pk).limit(limit)
 
-    def in_batch(self, after: Any, limit: int, dialect: str) -> ColumnElement[bool]:
+    def in_batch(self, after: Any, limit: int, dialect: str, upto: Any = None) -> ColumnElement[bool]:
         """``pk`` is one of the next batch's ids, in a form each dialect plans as primary-key lookups.
 
         PostgreSQL plans ``id IN (SELECT … LIMIT n)`` as a hash join over a sequential scan of the
         whole table, once per batch; ``id = ANY(ARRAY(SELECT …))`` is an index scan of n keys.
         """
-        ids = self.batch_ids(after, limit)
+        ids = self.batch_ids(after, limit, upto)
         if dialect == "postgresql":
             return self.pk == any_(func.array(ids.scalar_subquery()))
         return self.pk.in_(ids)
+
+    def split_points(self, session: Session, parts: int) -> list[Any]:
+        """Up to ``parts - 1`` primary-key values that cut the table into ranges of about equal size.
+
+        From the planner's row estimate and the primary-key index (an index-only scan to each
+        cut), not from the actionable rows, which would need a scan of them all. Ranges are
+        ``(None, p1], (p1, p2], …, (p_last, None)``.
+        """
+        if parts < 2:
+            return []
+        estimate = session.execute(text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:name)"),
+                                   {"name": self.table.fullname}).scalar()
+        rows = max(int(estimate or 0), 0)
+        if rows < parts * 2:
+            return []
+        points = []
+        for k in range(1, parts):
+            value = session.execute(select(self.pk).order_by(self.pk).offset(rows * k // parts).limit(1)).scalar()
+            if value is not None and (not points or value > points[-1]):
+                points.append(value)
+        return points
 
     def dependents_label(self) -> ColumnElement[Any]:
         if not self.dependents:

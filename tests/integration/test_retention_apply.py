@@ -200,7 +200,7 @@ def test_a_run_that_fails_mid_way_is_finished_by_the_next(store_engine: Engine, 
             raise RuntimeError("worker lost")
 
     with pytest.raises(RuntimeError, match="worker lost"):
-        run(store_engine, storage, on_batch=crash_after_three)
+        run(store_engine, storage, on_batch=crash_after_three, settings=settings(workers=1))
     assert batches == [("task_results", 1), ("task_results", 2), ("agent_tasks", 1)]
     with session_scope(store_engine) as session:
         failed = session.scalars(select(RetentionRun)).one()
@@ -219,6 +219,31 @@ def test_a_run_that_fails_mid_way_is_finished_by_the_next(store_engine: Engine, 
     assert finished.categories["task_results"].applied == 0
     assert count(store_engine, AgentTask) == 5
     assert count(store_engine, TaskResult) == 3
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_parallel_deletes_that_fail_mid_way_record_exactly_what_they_deleted(store_engine: Engine,
+                                                                             storage: LocalStorage) -> None:
+    seed(store_engine)
+    with store_engine.begin() as conn:  # the split points come from the planner's row estimate
+        conn.exec_driver_sql("ANALYZE agent_tasks")
+    before = count(store_engine, AgentTask)
+
+    def crash_in_agent_tasks(category: str, _batch: int, _applied: int) -> None:
+        if category == "agent_tasks":
+            raise RuntimeError("worker lost")
+
+    with pytest.raises(RuntimeError, match="worker lost"):
+        run(store_engine, storage, on_batch=crash_in_agent_tasks, settings=settings(batch_size=1, workers=2))
+    with session_scope(store_engine) as session:
+        failed = session.scalars(select(RetentionRun)).one()
+        recorded = failed.progress["categories"]["agent_tasks"]["applied"]
+    # Both workers stopped, and every batch either committed, counted, or never ran.
+    assert recorded >= 1 and count(store_engine, AgentTask) == before - recorded
+
+    finished = run(store_engine, storage, settings=settings(workers=2))
+    assert finished.categories["agent_tasks"].applied == 6 - recorded
+    assert count(store_engine, AgentTask) == 5
 
 
 def test_a_killed_run_is_marked_failed_by_the_next(store_engine: Engine, storage: LocalStorage) -> None:
