@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from amas.cli.backup_cmd import backup_app, restore_cmd
+from amas.cli.bench_cmd import bench_app
 from amas.cli.gdpr_cmd import gdpr_app
 from amas.cli.retention_cmd import audit_app, retention_app
 from amas.config import Settings, env_name, get_settings
@@ -48,6 +49,7 @@ app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app, name="audit")
 app.add_typer(backup_app, name="backup")
 app.command("restore")(restore_cmd)
+app.add_typer(bench_app, name="bench")
 
 console = Console()
 err_console = Console(stderr=True)
