@@ -32,6 +32,8 @@ METRICS: dict[str, tuple[str, Callable[[PhaseSummary], float | int | None]]] = {
     "exec_p95_ms": ("95th percentile execution time, started -> finished", lambda p: p.exec_ms["p95"]),
     "error_rate": ("(failed + dropped) / arrivals", lambda p: p.error_rate),
     "throughput": ("completed arrivals per second", lambda p: p.throughput),
+    "kept_up": ("throughput / offered rate (1.0: every arrival done within the phase)",
+                lambda p: p.throughput / p.rate if p.rate else None),
     "dropped": ("arrivals never submitted", lambda p: p.dropped),
     "late": ("arrivals submitted later than late_after_s", lambda p: p.late),
 }

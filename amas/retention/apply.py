@@ -14,8 +14,8 @@ The order of one run:
    the chain and deletes nothing.
 4. One audit event per category (counts, cutoff, run id; never row contents).
 
-On PostgreSQL a delete category runs on ``AMAS_RETENTION_WORKERS`` connections at once, each in
-its own range of the primary key (the server's CPU is the limit, one core per connection).
+On PostgreSQL, with ``AMAS_RETENTION_WORKERS`` above 1, a delete category runs in heap order on
+that many connections at once, each in its own range of pages (see ``_parallel_deletes``).
 
 Idempotent: every batch re-selects what is still due, so a second run finds nothing new, and
 a run that crashed is finished by the next one (which marks the dead run ``failed``).
@@ -484,40 +484,47 @@ def _table_batches(engine: Engine, run: _Run, policy: Policy, policies: Sequence
         yield
 
 
-def _delete_batch(session: Session, scope: TableScope, after: Any, limit: int, upto: Any = None) -> list[Any]:
+def _delete_batch(session: Session, scope: TableScope, after: Any, limit: int) -> list[Any]:
     dialect = session.get_bind().dialect.name
-    return list(session.scalars(delete(scope.table).where(scope.in_batch(after, limit, dialect, upto))
+    return list(session.scalars(delete(scope.table).where(scope.in_batch(after, limit, dialect))
                                 .returning(scope.pk)).all())
 
 
 def _parallel_deletes(engine: Engine, run: _Run, scope: TableScope, progress: CategoryProgress, workers: int,
                       batch_size: int) -> Iterator[None]:
-    """Delete batches on ``workers`` connections at once, each in its own primary-key range.
+    """Delete in heap order on ``workers`` connections at once, each in its own range of pages.
 
-    On PostgreSQL a delete batch is CPU in the server (the row's index entries and, per row, the
-    foreign-key triggers of its dependents), so one connection keeps one core busy; the ranges
-    are disjoint, so the workers never wait on each other's rows. Each batch is still its own
-    transaction that re-selects what is due, so a crash at any point leaves a run the next one
-    finishes. Progress is recorded here, in the calling thread, after every batch.
+    A batch is at most ``batch_size`` rows from a run of heap pages that holds about that many
+    (the planner's rows per page), found by a TID range scan: the pages are visited in storage order, each once, instead
+    of in primary-key order, which for random keys (uuid4) touches a random page per row, churns
+    the shared buffers and writes a full-page image to the WAL for most rows. The page ranges are
+    disjoint, so the workers never wait on each other's rows, and on a CPU-bound server each
+    keeps one core busy. Each batch is still its own transaction that re-selects what is due, so
+    a crash at any point leaves a run the next one finishes. Pages added after the start hold
+    rows too new to be due. Progress is recorded here, in the calling thread, after each batch.
     """
     import queue
     import threading
 
     with session_scope(engine) as session:
-        points = scope.split_points(session, workers)
-    ranges = list(zip([None, *points], [*points, None], strict=True))
+        pages, per_page = scope.heap_pages(session)
+    step = max(1, int(batch_size / per_page)) if per_page else 1
+    share = -(-pages // workers) if pages else 0
+    ranges = [(k * share, min(pages, (k + 1) * share)) for k in range(workers) if k * share < pages]
     done: queue.Queue[tuple[int, BaseException | None]] = queue.Queue()
     stop = threading.Event()
 
-    def work(after: Any, upto: Any) -> None:
+    def work(page: int, end: int) -> None:
         try:
-            while not stop.is_set():
+            while page < end and not stop.is_set():
+                upto = min(page + step, end)
                 with session_scope(engine) as session:
-                    ids = _delete_batch(session, scope, after, batch_size, upto)
-                if not ids:
-                    break
-                after = max(ids)
-                done.put((len(ids), None))
+                    deleted = int(session.execute(delete(scope.table).where(
+                        scope.in_pages(page, upto, batch_size))).rowcount or 0)
+                if deleted < batch_size:  # else the same pages again: the estimate was low
+                    page = upto
+                if deleted:
+                    done.put((deleted, None))
         except BaseException as exc:  # noqa: BLE001 - handed to the calling thread, which raises it
             done.put((0, exc))
         finally:

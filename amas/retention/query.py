@@ -23,9 +23,11 @@ from sqlalchemy import (
     and_,
     any_,
     case,
+    column,
     false,
     func,
     literal,
+    literal_column,
     not_,
     or_,
     select,
@@ -142,46 +144,42 @@ class TableScope:
     def actionable(self) -> ColumnElement[bool]:
         return and_(self.due(), not_(self.held()), self.pending())
 
-    def batch_ids(self, after: Any, limit: int, upto: Any = None) -> Select[Any]:
-        """The next ``limit`` actionable ids after ``after`` and at most ``upto`` (keyset order by primary key)."""
+    def batch_ids(self, after: Any, limit: int) -> Select[Any]:
+        """The next ``limit`` actionable ids after ``after`` (keyset order by primary key)."""
         query = select(self.pk).where(self.actionable())
         if after is not None:
             query = query.where(self.pk > after)
-        if upto is not None:
-            query = query.where(self.pk <= upto)
         return query.order_by(self.pk).limit(limit)
 
-    def in_batch(self, after: Any, limit: int, dialect: str, upto: Any = None) -> ColumnElement[bool]:
+    def in_batch(self, after: Any, limit: int, dialect: str) -> ColumnElement[bool]:
         """``pk`` is one of the next batch's ids, in a form each dialect plans as primary-key lookups.
 
         PostgreSQL plans ``id IN (SELECT … LIMIT n)`` as a hash join over a sequential scan of the
         whole table, once per batch; ``id = ANY(ARRAY(SELECT …))`` is an index scan of n keys.
         """
-        ids = self.batch_ids(after, limit, upto)
+        ids = self.batch_ids(after, limit)
         if dialect == "postgresql":
             return self.pk == any_(func.array(ids.scalar_subquery()))
         return self.pk.in_(ids)
 
-    def split_points(self, session: Session, parts: int) -> list[Any]:
-        """Up to ``parts - 1`` primary-key values that cut the table into ranges of about equal size.
+    def heap_pages(self, session: Session) -> tuple[int, float]:
+        """PostgreSQL: the table's heap pages now, and the planner's estimate of rows per page."""
+        pages, tuples, counted = session.execute(text(
+            "SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint, c.reltuples, c.relpages "
+            "FROM pg_class c WHERE c.oid = to_regclass(:name)"), {"name": self.table.fullname}).one()
+        per_page = float(tuples) / counted if counted and tuples and tuples > 0 else 0.0
+        return int(pages or 0), per_page
 
-        From the planner's row estimate and the primary-key index (an index-only scan to each
-        cut), not from the actionable rows, which would need a scan of them all. Ranges are
-        ``(None, p1], (p1, p2], …, (p_last, None)``.
+    def in_pages(self, first: int, stop: int, limit: int) -> ColumnElement[bool]:
+        """At most ``limit`` actionable rows stored in heap pages ``first`` to ``stop - 1``.
+
+        Both the inner search and the outer match are TID scans (PostgreSQL 14+): the pages are
+        read in storage order and each chosen row is found again by its address.
         """
-        if parts < 2:
-            return []
-        estimate = session.execute(text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:name)"),
-                                   {"name": self.table.fullname}).scalar()
-        rows = max(int(estimate or 0), 0)
-        if rows < parts * 2:
-            return []
-        points = []
-        for k in range(1, parts):
-            value = session.execute(select(self.pk).order_by(self.pk).offset(rows * k // parts).limit(1)).scalar()
-            if value is not None and (not points or value > points[-1]):
-                points.append(value)
-        return points
+        ctid = column("ctid", _selectable=self.table)
+        inner = select(ctid).where(ctid >= literal_column(f"'({int(first)},0)'::tid"),
+                                   ctid < literal_column(f"'({int(stop)},0)'::tid"), self.actionable()).limit(limit)
+        return ctid == any_(func.array(inner.scalar_subquery()))
 
     def dependents_label(self) -> ColumnElement[Any]:
         if not self.dependents:

@@ -50,7 +50,7 @@ def test_every_listed_metric_and_operator_parses() -> None:
     ("   ", "it is empty"),
     ("< 2000", "no metric"),
     ("p96_ms < 2000", "unknown metric 'p96_ms'; metrics: p50_ms, p90_ms, p95_ms, p99_ms, max_ms, mean_ms, "
-                      "queue_p95_ms, exec_p95_ms, error_rate, throughput, dropped, late"),
+                      "queue_p95_ms, exec_p95_ms, error_rate, throughput, kept_up, dropped, late"),
     ("http_req_duration < 200", "unknown metric 'http_req_duration'"),
     ("p(95) < 200", "unknown metric 'p(95)'"),
     ("P95_MS < 2000", "unknown metric 'P95_MS'"),
@@ -106,8 +106,8 @@ def test_every_metric_reads_its_own_number() -> None:
     actual = {r.metric: r.actual for r in evaluate(summary, [parse_threshold(f"{m} >= 0") for m in METRICS])}
     assert actual == pytest.approx({
         "p50_ms": 200.0, "p90_ms": 400.0, "p95_ms": 400.0, "p99_ms": 400.0, "max_ms": 400.0, "mean_ms": 250.0,
-        "queue_p95_ms": 100.0, "exec_p95_ms": 300.0, "error_rate": 3 / 7, "throughput": 4 / 7, "dropped": 2.0,
-        "late": 0.0})
+        "queue_p95_ms": 100.0, "exec_p95_ms": 300.0, "error_rate": 3 / 7, "throughput": 4 / 7, "kept_up": 4 / 7,
+        "dropped": 2.0, "late": 0.0})
 
 
 def test_unmeasurable_metric_fails_its_threshold() -> None:
