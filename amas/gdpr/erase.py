@@ -271,16 +271,17 @@ def _policies() -> PolicySet:
     return load_policies()
 
 
-def search_prefect(discovery: Discovery, settings: Settings) -> None:
+def search_prefect(discovery: Discovery, settings: Settings, prefetched: Any = None) -> None:
     """Attach what Prefect holds about the subject to ``discovery`` (with a note when it could not
-    be searched), leaving out the flow run this request runs in."""
+    be searched), leaving out the flow run this request runs in. ``prefetched``: see
+    ``prefect_mentions.prefetch``."""
     from prefect.runtime import flow_run
 
     from amas.gdpr.prefect_mentions import discover_prefect
 
     needles = discovery.text_needles()
     discovery.prefect = discover_prefect(settings, needles, mention_pattern(needles),
-                                         exclude_runs=[flow_run.id] if flow_run.id else [])
+                                         exclude_runs=[flow_run.id] if flow_run.id else [], prefetched=prefetched)
     discovery.notes.append(discovery.prefect.scope)
 
 
@@ -313,9 +314,13 @@ def erase_subject(identifier: str | None = None, *, by: By | str = By.auto, dry_
             return discover(session, query, key=key, storage_url=settings.storage_url, object_exists=storage.exists,
                             workspace=workspace, lineage_file=settings.lineage_file)
 
+    if prefect:
+        from amas.gdpr.prefect_mentions import prefetch
+
+        prefetched = prefetch(settings)  # read while the store is searched
     discovery = look()
     if prefect:
-        search_prefect(discovery, settings)
+        search_prefect(discovery, settings, prefetched)
         from amas.gdpr.prefect_mentions import add_pending_runs
 
         with session_scope(engine) as session:
