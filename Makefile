@@ -19,7 +19,7 @@ test: install
 	@bash scripts/ensure-postgres.sh
 	@bash scripts/ensure-chromium.sh
 	@bash scripts/ensure-zstd.sh
-	$(UV) run --frozen --no-sync pytest
+	$(UV) run --frozen --no-sync pytest --durations=30
 
 test-unit: install
 	$(UV) run --frozen --no-sync pytest -m unit
