@@ -68,17 +68,22 @@ def _final_old_runs(before: datetime | None) -> Any:
     return FlowRunFilter(state=state, start_time=FlowRunFilterStartTime(before_=before - timedelta(microseconds=1)))
 
 
-def _artifacts(client: Any) -> Iterator[Any]:
-    """Every artifact, newest first (the API sorts by creation only that way)."""
-    from prefect.client.schemas.sorting import ArtifactSort
-
+def _pages(read: Callable[..., list[Any]], **query: Any) -> Iterator[Any]:
+    """Everything ``read`` (a client's read_* method) returns for ``query``, a page at a time."""
     offset = 0
     while True:
-        page = client.read_artifacts(sort=ArtifactSort.CREATED_DESC, limit=PAGE, offset=offset)
+        page = read(limit=PAGE, offset=offset, **query)
         yield from page
         if len(page) < PAGE:
             return
         offset += PAGE
+
+
+def _artifacts(client: Any) -> Iterator[Any]:
+    """Every artifact, newest first (the API sorts by creation only that way)."""
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    return _pages(client.read_artifacts, sort=ArtifactSort.CREATED_DESC)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -155,13 +160,7 @@ def flow_runs(client: Any) -> Iterator[Any]:
     """Every flow run, newest first by id, a page at a time (GDPR discovery reads their parameters)."""
     from prefect.client.schemas.sorting import FlowRunSort
 
-    offset = 0
-    while True:
-        page = client.read_flow_runs(sort=FlowRunSort.ID_DESC, limit=PAGE, offset=offset)
-        yield from page
-        if len(page) < PAGE:
-            return
-        offset += PAGE
+    return _pages(client.read_flow_runs, sort=FlowRunSort.ID_DESC)
 
 
 def log_lines(client: Any, log_filter: Any, limit: int) -> Iterator[Any]:
