@@ -27,11 +27,9 @@ DEFAULT_AGENT = "store_inventory"
 DEFAULT_AGENT_PARAMS: dict[str, Any] = {"include_storage": False}
 
 
-class LoadSpec(BaseModel):
-    """One constant-rate load phase: how fast, how long, which agent, on which task runner."""
+class Arrivals(BaseModel):
+    """What every arrival of a load phase or a stress step is: which agent, how it runs, and the bounds."""
 
-    rate: float = Field(5.0, gt=0, le=MAX_RATE, description="Arrivals per second (open model: they arrive on schedule whatever is still running).")
-    duration_s: float = Field(10.0, gt=0, le=MAX_DURATION_S, description="Seconds of arrivals; the run then drains for at most drain_timeout_s.")
     agent: str = Field(DEFAULT_AGENT, min_length=1, description="The registered agent each arrival runs.")
     agent_params: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_AGENT_PARAMS), description="The agent's parameters (validated before the run).")
     delay_ms: int = Field(0, ge=0, le=MAX_DELAY_MS, description="Extra milliseconds each agent task takes inside its task run: a deliberately slow agent.")
@@ -40,6 +38,13 @@ class LoadSpec(BaseModel):
     max_in_flight: int = Field(200, ge=1, le=MAX_IN_FLIGHT, description="Arrivals submitted and not finished at most; more are dropped and counted.")
     drain_timeout_s: float = Field(30.0, ge=0, le=600, description="After the last arrival, wait this long for running tasks; the rest count as failed.")
     late_after_s: float = Field(0.1, gt=0, le=60, description="An arrival submitted later than this after its scheduled time counts as late.")
+
+
+class LoadSpec(Arrivals):
+    """One constant-rate load phase: how fast, how long, which agent, on which task runner."""
+
+    rate: float = Field(5.0, gt=0, le=MAX_RATE, description="Arrivals per second (open model: they arrive on schedule whatever is still running).")
+    duration_s: float = Field(10.0, gt=0, le=MAX_DURATION_S, description="Seconds of arrivals; the run then drains for at most drain_timeout_s.")
 
     @property
     def arrivals(self) -> int:
@@ -96,22 +101,15 @@ class LoadRun(BaseModel):
 MAX_STEPS = 60
 
 
-class StressSpec(BaseModel):
+class StressSpec(Arrivals):
     """The ramp: from ``start`` by ``step`` up to ``ceiling`` arrivals per second, ``step_duration_s`` each."""
 
     start: float = Field(2.0, gt=0, le=MAX_RATE, description="First step's arrivals per second.")
     step: float = Field(2.0, gt=0, le=MAX_RATE, description="Added to the rate at every step.")
     ceiling: float = Field(40.0, gt=0, le=MAX_RATE, description="Highest rate tried; reaching it with every threshold held ends the ramp.")
     step_duration_s: float = Field(10.0, gt=0, le=600, description="Seconds of arrivals per step.")
-    agent: str = Field(DEFAULT_AGENT, min_length=1, description="The registered agent each arrival runs.")
-    agent_params: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_AGENT_PARAMS), description="The agent's parameters.")
-    delay_ms: int = Field(0, ge=0, le=MAX_DELAY_MS, description="Extra milliseconds per agent task (a deliberately slow agent).")
-    task_runner: Literal["thread", "dask"] = Field("thread", description="thread pool in one process, or a local Dask cluster.")
-    workers: int = Field(4, ge=1, le=MAX_WORKERS, description="Threads or Dask worker processes.")
-    max_in_flight: int = Field(200, ge=1, le=MAX_IN_FLIGHT, description="Unfinished arrivals at most; more are dropped (and count as errors).")
     drain_timeout_s: float = Field(15.0, ge=0, le=600, description="Wait after a step's last arrival for its tasks.")
     settle_s: float = Field(1.0, ge=0, le=120, description="Pause between steps.")
-    late_after_s: float = Field(0.1, gt=0, le=60, description="A submission later than this counts as late.")
 
     @model_validator(mode="after")
     def _bounded(self) -> StressSpec:
@@ -129,10 +127,8 @@ class StressSpec(BaseModel):
         return [round(self.start + k * self.step, 6) for k in range(count)]
 
     def phase(self, rate: float) -> LoadSpec:
-        return LoadSpec(rate=rate, duration_s=self.step_duration_s, agent=self.agent, agent_params=self.agent_params,
-                        delay_ms=self.delay_ms, task_runner=self.task_runner, workers=self.workers,
-                        max_in_flight=self.max_in_flight, drain_timeout_s=self.drain_timeout_s,
-                        late_after_s=self.late_after_s)
+        return LoadSpec(rate=rate, duration_s=self.step_duration_s,
+                        **self.model_dump(include=set(Arrivals.model_fields)))
 
 
 class StressRun(BaseModel):
